@@ -1,0 +1,3 @@
+"""An OpenAI-compatible LLM gateway and cost router."""
+
+__version__ = "0.1.0"

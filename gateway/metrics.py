@@ -1,0 +1,56 @@
+"""Every Prometheus metric the gateway exports, declared once with its help text."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REQUESTS = Counter(
+    "gateway_requests_total",
+    "Requests answered, by endpoint, route, model, tier and HTTP status.",
+    ["endpoint", "route", "model", "tier", "status"],
+    registry=REGISTRY,
+)
+REQUEST_LATENCY = Histogram(
+    "gateway_request_duration_seconds",
+    "Time from request received to response complete (streams: last byte).",
+    ["endpoint", "route", "model"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "gateway_upstream_errors_total",
+    "Upstream calls that failed, by model and kind (timeout, status_5xx, status_429, connection, malformed).",
+    ["model", "kind"],
+    registry=REGISTRY,
+)
+CLIENT_DISCONNECTS = Counter(
+    "gateway_client_disconnects_total",
+    "Requests whose client went away before the answer was complete; the upstream call was cancelled.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "gateway_tokens_total",
+    "Tokens metered, by model, tier and kind (prompt, completion).",
+    ["model", "tier", "kind"],
+    registry=REGISTRY,
+)
+STORE_ERRORS = Counter(
+    "gateway_store_errors_total",
+    "Store (Redis) operations that failed or timed out; the gateway degraded instead of failing.",
+    ["operation"],
+    registry=REGISTRY,
+)
+POLICY_INFO = Gauge(
+    "gateway_policy_loaded_timestamp_seconds",
+    "When the active routing policy was loaded.",
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,1 @@
+"""The HTTP surface: OpenAI's protocol at the edge, thin handlers over the pipeline."""

@@ -1,0 +1,106 @@
+"""Builds the FastAPI application: routes, error handlers and the lifespan that opens the store,
+loads the policy and closes both again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import metrics, store
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.keys import KeyStore
+from gateway.pipeline import Pipeline
+from gateway.policy import load_policy
+from gateway.server import admin_api, openai_api
+from gateway.server.protocol import error_response, json_response
+from gateway.server.runtime import Runtime
+from gateway.settings import Settings
+from gateway.upstream import Upstreams
+
+log = logging.getLogger("gateway.server")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.policy:
+            raise RuntimeError("no policy: pass --policy FILE or set GATEWAY_POLICY")
+        policy = load_policy(settings.policy)
+        with store.resolve_url(settings.redis_url, settings.data_dir) as url:
+            redis = store.client(url, settings.redis_timeout)
+            upstreams = Upstreams()
+            pipeline = Pipeline(policy, KeyStore(redis, settings.redis_prefix, settings.key_cache_ttl), upstreams)
+            app.state.runtime = Runtime(settings, pipeline, redis)
+            metrics.POLICY_INFO.set(time.time())
+            log.info("gateway ready", extra={"fields": {"policy": policy.source, "sha256": policy.sha256[:12],
+                                                        "routes": len(policy.routes)}})
+            try:
+                yield
+            finally:
+                await upstreams.aclose()
+                await redis.aclose()
+
+    app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(openai_api.router)
+    app.include_router(admin_api.router)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> Response:
+        rt: Runtime | None = getattr(request.app.state, "runtime", None)
+        if rt is None:
+            return json_response({"status": "starting"}, status=503)
+        try:
+            await asyncio.wait_for(rt.redis.ping(), timeout=rt.settings.redis_timeout)
+            store_state = "ok"
+        except Exception:  # any failure to ping is "unreachable"; we keep serving
+            store_state = "unreachable"
+        policy = rt.pipeline.policy
+        return json_response({
+            "status": "ready" if store_state == "ok" else "degraded",
+            "store": store_state,
+            "policy": {"source": policy.source, "sha256": policy.sha256, "loaded_at": rt.policy_loaded_at},
+        })
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            err: GatewayError = InvalidRequest(f"Unknown request URL: {request.method} {request.url.path}.",
+                                               status=404, code="unknown_url")
+        elif exc.status_code == 405:
+            err = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}.",
+                                 status=405, code="method_not_allowed")
+        else:
+            err = InvalidRequest(str(exc.detail), status=exc.status_code)
+        return error_response(err)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return error_response(GatewayError("The gateway failed to handle this request."))
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn workers: every setting comes from GATEWAY_* variables."""
+    from gateway import logs
+
+    settings = Settings.from_env()
+    logs.setup(settings.log_level)
+    return create_app(settings)
