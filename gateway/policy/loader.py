@@ -123,7 +123,7 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
         targets = []
         for path, ref in [(at + ("target",), r.target)] + [(at + ("fallbacks", j), f) for j, f in enumerate(r.fallbacks)]:
             if ref not in deployments:
-                issues.append(issue(path, f"no model {ref!r} in models:{_did_you_mean(ref, deployments)}"))
+                issues.append(issue(path, f"no model {ref!r} in models:{_did_you_mean(ref, deployments, True)}"))
             else:
                 targets.append(deployments[ref])
         models = None
@@ -168,9 +168,14 @@ def _default_base(provider: str) -> str | None:
     return "https://api.openai.com/v1" if provider == "openai" else None
 
 
-def _did_you_mean(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _did_you_mean(word: str, options: Any, list_known: bool = False) -> str:
+    names = [str(o) for o in options]
+    close = difflib.get_close_matches(str(word), names, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if list_known and names:
+        return " (known: " + ", ".join(sorted(names)[:12]) + ("" if len(names) <= 12 else ", ...") + ")"
+    return ""
 
 
 def _explain(err: dict[str, Any], data: Any) -> str:
