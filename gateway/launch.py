@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from gateway import logs, store
@@ -31,6 +32,10 @@ def serve(settings: Settings) -> int:
     logs.setup(settings.log_level)
     if not check_policy(settings.policy):
         return 2
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises it; as SystemExit (rather than the
+    # default handler's instant death) it unwinds through the `with` below, which stops the embedded
+    # Redis, and through `gateway demo`, which stops its fake upstream.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with store.resolve_url(settings.redis_url, settings.data_dir) as url:
         os.environ.update(settings.to_env())
         os.environ["GATEWAY_REDIS_URL"] = url
@@ -48,3 +53,7 @@ def serve(settings: Settings) -> int:
             timeout_graceful_shutdown=10,
         )
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)

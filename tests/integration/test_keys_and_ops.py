@@ -160,3 +160,37 @@ def test_secrets_never_appear_in_logs(redis_url, redis_prefix, upstream_env, tmp
     for needle in (key, secret, forged, master, upstream_env["TEST_PROVIDER_KEY"]):
         assert needle not in text, "a secret leaked into the log"
     assert key_id in text, "key ids (not secrets) identify callers in the log"
+
+
+
+def test_sigterm_stops_the_embedded_redis_and_the_demo_upstream(tmp_path) -> None:
+    """Stopping `gateway demo` with SIGTERM leaves no embedded redis-server or fake upstream behind."""
+    from support import free_port, wait_http
+
+    port, upstream_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update({"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_PORT": str(port)})
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--upstream-port", str(upstream_port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+        registry = json.loads((tmp_path / "data" / "redis.db.settings").read_text())
+        redis_pid = int(open(registry["pidfile"]).read())
+        os.kill(redis_pid, 0)  # the embedded server is running
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "dev key" in out
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{upstream_port}/health", timeout=1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(redis_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the embedded redis-server {redis_pid} outlived the gateway")
