@@ -32,7 +32,6 @@ import asyncio
 import base64
 import hashlib
 import struct
-import time
 from collections import Counter, deque
 from typing import Any
 
@@ -122,6 +121,19 @@ def error_body(status: int, message: str) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": f"fake_{status}"}})
 
 
+def counts_cancellation(handler):
+    """A handler cancelled before it finished means the client went away: count it."""
+
+    async def wrapper(self: "FakeUpstream", request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(self, request)
+        except asyncio.CancelledError:
+            self.stats.cancelled += 1
+            raise
+
+    return wrapper
+
+
 class FakeUpstream:
     def __init__(self) -> None:
         self.stats = Stats()
@@ -192,56 +204,53 @@ class FakeUpstream:
 
     # -- chat ----------------------------------------------------------------------------------
 
+    @counts_cancellation
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body, opts = await self._begin(request)
-            stream = bool(body.get("stream"))
-            early = await self._misbehave(request, opts, stream)
-            if early is not None:
-                return early
-            model = str(body.get("model"))
-            seed_text = f"{model}|{prompt_text(body)}|{body.get('seed')}"
-            n_words = int(opts.get("words", 12))
-            n = int(body.get("n") or 1)
-            tools = body.get("tools") or []
-            tool_choice = body.get("tool_choice")
-            use_tool = bool(opts.get("tool")) or (bool(tools) and tool_choice != "none")
-            answers = [self._answer_text(body, f"{seed_text}|{i}", n_words) for i in range(n)]
-            if stream:
-                return await self._chat_stream(request, body, opts, answers, use_tool, tools, tool_choice)
-            choices = []
-            completion_tokens = 0
-            for i, text in enumerate(answers):
-                message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-                finish = "stop"
-                if use_tool:
-                    call = self._tool_call(tools, tool_choice, seed_text, i)
-                    message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
-                    finish = "tool_calls"
-                    completion_tokens += count_tokens(call["function"]["arguments"]) + 3
-                else:
-                    text, finish = self._apply_stop(text, body.get("stop"), opts)
-                    message["content"] = text
-                    completion_tokens += count_tokens(text)
-                choices.append({"index": i, "message": message, "finish_reason": finish,
-                                "logprobs": self._logprobs(message.get("content")) if body.get("logprobs") else None})
-            out: dict[str, Any] = {
-                "id": "chatcmpl-fake-" + hashlib.sha256(seed_text.encode()).hexdigest()[:16],
-                "object": "chat.completion",
-                "created": CREATED,
-                "model": model,
-                "system_fingerprint": f"fp_fake_{body.get('seed', 0)}",
-                "choices": choices,
-            }
-            if opts.get("usage") != "omit":
-                p = prompt_tokens(body)
-                out["usage"] = {"prompt_tokens": p, "completion_tokens": completion_tokens,
-                                "total_tokens": p + completion_tokens}
-            self._done()
-            return web.Response(body=orjson.dumps(out), content_type="application/json")
-        except asyncio.CancelledError:
-            self.stats.cancelled += 1
-            raise
+        body, opts = await self._begin(request)
+        stream = bool(body.get("stream"))
+        early = await self._misbehave(request, opts, stream)
+        if early is not None:
+            return early
+        model = str(body.get("model"))
+        seed_text = f"{model}|{prompt_text(body)}|{body.get('seed')}"
+        n_words = int(opts.get("words", 12))
+        n = int(body.get("n") or 1)
+        tools = body.get("tools") or []
+        tool_choice = body.get("tool_choice")
+        use_tool = bool(opts.get("tool")) or (bool(tools) and tool_choice != "none")
+        answers = [self._answer_text(body, f"{seed_text}|{i}", n_words) for i in range(n)]
+        if stream:
+            return await self._chat_stream(request, body, opts, answers, use_tool, tools, tool_choice)
+        choices = []
+        completion_tokens = 0
+        for i, text in enumerate(answers):
+            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+            finish = "stop"
+            if use_tool:
+                call = self._tool_call(tools, tool_choice, seed_text, i)
+                message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+                finish = "tool_calls"
+                completion_tokens += count_tokens(call["function"]["arguments"]) + 3
+            else:
+                text, finish = self._apply_stop(text, body.get("stop"), opts)
+                message["content"] = text
+                completion_tokens += count_tokens(text)
+            choices.append({"index": i, "message": message, "finish_reason": finish,
+                            "logprobs": self._logprobs(message.get("content")) if body.get("logprobs") else None})
+        out: dict[str, Any] = {
+            "id": "chatcmpl-fake-" + hashlib.sha256(seed_text.encode()).hexdigest()[:16],
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": f"fp_fake_{body.get('seed', 0)}",
+            "choices": choices,
+        }
+        if opts.get("usage") != "omit":
+            p = prompt_tokens(body)
+            out["usage"] = {"prompt_tokens": p, "completion_tokens": completion_tokens,
+                            "total_tokens": p + completion_tokens}
+        self._done()
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
 
     def _answer_text(self, body: dict[str, Any], seed: str, n_words: int) -> str:
         words = words_for(seed, n_words)
@@ -335,110 +344,101 @@ class FakeUpstream:
 
     # -- legacy completions --------------------------------------------------------------------
 
+    @counts_cancellation
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body, opts = await self._begin(request)
-            stream = bool(body.get("stream"))
-            early = await self._misbehave(request, opts, stream)
-            if early is not None:
-                return early
-            model = str(body.get("model"))
-            text = " " + " ".join(words_for(f"{model}|{prompt_text(body)}", int(opts.get("words", 12))))
-            text, _ = self._apply_stop(text, body.get("stop"), opts)
-            p, c = count_tokens(prompt_text(body)), count_tokens(text)
-            base = {"id": "cmpl-fake", "object": "text_completion", "created": CREATED, "model": model}
-            usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-            if not stream:
-                out = {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}]}
-                if opts.get("usage") != "omit":
-                    out["usage"] = usage
-                self._done()
-                return web.Response(body=orjson.dumps(out), content_type="application/json")
-            resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
-            await resp.prepare(request)
-            for k, word in enumerate(text.split(" ")[1:]):
-                piece = {**base, "choices": [{"index": 0, "text": " " + word, "logprobs": None, "finish_reason": None}]}
-                await resp.write(b"data: " + orjson.dumps(piece) + b"\n\n")
-            last = {**base, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]}
-            await resp.write(b"data: " + orjson.dumps(last) + b"\n\n")
-            if (body.get("stream_options") or {}).get("include_usage") and opts.get("usage") != "omit":
-                await resp.write(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
-            await resp.write(b"data: [DONE]\n\n")
+        body, opts = await self._begin(request)
+        stream = bool(body.get("stream"))
+        early = await self._misbehave(request, opts, stream)
+        if early is not None:
+            return early
+        model = str(body.get("model"))
+        text = " " + " ".join(words_for(f"{model}|{prompt_text(body)}", int(opts.get("words", 12))))
+        text, _ = self._apply_stop(text, body.get("stop"), opts)
+        p, c = count_tokens(prompt_text(body)), count_tokens(text)
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": CREATED, "model": model}
+        usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+        if not stream:
+            out = {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}]}
+            if opts.get("usage") != "omit":
+                out["usage"] = usage
             self._done()
-            return resp
-        except asyncio.CancelledError:
-            self.stats.cancelled += 1
-            raise
+            return web.Response(body=orjson.dumps(out), content_type="application/json")
+        resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for word in text.split(" ")[1:]:
+            piece = {**base, "choices": [{"index": 0, "text": " " + word, "logprobs": None, "finish_reason": None}]}
+            await resp.write(b"data: " + orjson.dumps(piece) + b"\n\n")
+        last = {**base, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]}
+        await resp.write(b"data: " + orjson.dumps(last) + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage") and opts.get("usage") != "omit":
+            await resp.write(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        self._done()
+        return resp
 
     # -- embeddings ----------------------------------------------------------------------------
 
+    @counts_cancellation
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body, opts = await self._begin(request)
-            early = await self._misbehave(request, opts, False)
-            if early is not None:
-                return early
-            inputs = body.get("input")
-            items = [inputs] if isinstance(inputs, str) else list(inputs or [])
-            dims = int(body.get("dimensions") or opts.get("dims", 8))
-            data = []
-            tokens = 0
-            for i, item in enumerate(items):
-                text = item if isinstance(item, str) else " ".join(map(str, item))
-                tokens += count_tokens(text) if isinstance(item, str) else len(item)
-                digest = hashlib.sha256(text.encode()).digest()
-                vector = [round((digest[k % 32] - 128) / 128.0, 6) for k in range(dims)]
-                emb: Any = vector
-                if body.get("encoding_format") == "base64":
-                    emb = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
-                data.append({"object": "embedding", "index": i, "embedding": emb})
-            out = {"object": "list", "data": data, "model": body.get("model"),
-                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-            self._done()
-            return web.Response(body=orjson.dumps(out), content_type="application/json")
-        except asyncio.CancelledError:
-            self.stats.cancelled += 1
-            raise
+        body, opts = await self._begin(request)
+        early = await self._misbehave(request, opts, False)
+        if early is not None:
+            return early
+        inputs = body.get("input")
+        items = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dims = int(body.get("dimensions") or opts.get("dims", 8))
+        data = []
+        tokens = 0
+        for i, item in enumerate(items):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            tokens += count_tokens(text) if isinstance(item, str) else len(item)
+            digest = hashlib.sha256(text.encode()).digest()
+            vector = [round((digest[k % 32] - 128) / 128.0, 6) for k in range(dims)]
+            emb: Any = vector
+            if body.get("encoding_format") == "base64":
+                emb = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        out = {"object": "list", "data": data, "model": body.get("model"),
+               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        self._done()
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
 
     # -- Anthropic Messages (enough for litellm's anthropic provider) ---------------------------
 
+    @counts_cancellation
     async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body, opts = await self._begin(request)
-            early = await self._misbehave(request, opts, bool(body.get("stream")))
-            if early is not None:
-                return early
-            model = str(body.get("model"))
-            text = " ".join(words_for(f"{model}|{prompt_text(body)}", int(opts.get("words", 12))))
-            p, c = prompt_tokens(body), count_tokens(text)
-            if not body.get("stream"):
-                self._done()
-                return web.json_response({
-                    "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-                    "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-                    "usage": {"input_tokens": p, "output_tokens": c}})
-            resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
-            await resp.prepare(request)
-
-            async def send(kind: str, data: dict[str, Any]) -> None:
-                await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n")
-
-            await send("message_start", {"message": {"id": "msg_fake", "type": "message", "role": "assistant",
-                                                      "model": model, "content": [], "stop_reason": None,
-                                                      "usage": {"input_tokens": p, "output_tokens": 0}}})
-            await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-            for k, word in enumerate(text.split(" ")):
-                await send("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
-                                                                         "text": word if k == 0 else " " + word}})
-            await send("content_block_stop", {"index": 0})
-            await send("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                         "usage": {"output_tokens": c}})
-            await send("message_stop", {})
+        body, opts = await self._begin(request)
+        early = await self._misbehave(request, opts, bool(body.get("stream")))
+        if early is not None:
+            return early
+        model = str(body.get("model"))
+        text = " ".join(words_for(f"{model}|{prompt_text(body)}", int(opts.get("words", 12))))
+        p, c = prompt_tokens(body), count_tokens(text)
+        if not body.get("stream"):
             self._done()
-            return resp
-        except asyncio.CancelledError:
-            self.stats.cancelled += 1
-            raise
+            return web.json_response({
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": p, "output_tokens": c}})
+        resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(kind: str, data: dict[str, Any]) -> None:
+            await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n")
+
+        await send("message_start", {"message": {"id": "msg_fake", "type": "message", "role": "assistant",
+                                                  "model": model, "content": [], "stop_reason": None,
+                                                  "usage": {"input_tokens": p, "output_tokens": 0}}})
+        await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        for k, word in enumerate(text.split(" ")):
+            await send("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
+                                                                     "text": word if k == 0 else " " + word}})
+        await send("content_block_stop", {"index": 0})
+        await send("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                     "usage": {"output_tokens": c}})
+        await send("message_stop", {})
+        self._done()
+        return resp
 
 
 def main(host: str = "127.0.0.1", port: int = 9100) -> None:

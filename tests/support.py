@@ -135,7 +135,7 @@ def start_gateway(policy: Path, redis_url: str | None, prefix: str, tmp: Path, *
         wait_http(gw.url + "/healthz", timeout=30, proc=proc)
     except Exception:
         gw.stop()
-        raise RuntimeError("gateway did not start:\n" + log_path.read_text(errors="replace"))
+        raise RuntimeError("gateway did not start:\n" + log_path.read_text(errors="replace")) from None
     return gw
 
 

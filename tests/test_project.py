@@ -55,3 +55,9 @@ def test_readme_states_the_two_commands_and_ci_runs_the_test_one() -> None:
     head = readme[:3000]
     assert "make run" in head and "make test" in head
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_ruff_finds_nothing() -> None:
+    ruff = Path(sys.executable).parent / "ruff"
+    result = subprocess.run([str(ruff), "check", "gateway", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

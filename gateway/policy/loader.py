@@ -81,14 +81,14 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
                 issues.append(issue(at + ("api_key",), "must be an environment reference like ${OPENAI_API_KEY}, "
                                     "never a literal key"))
             else:
-                value = _expand(m.api_key, env, issues, lambda msg: issue(at + ("api_key",), msg))
+                value = _expand(m.api_key, env, issues, lambda msg, at=at: issue(at + ("api_key",), msg))
                 api_key = Secret(value) if value else None
-        api_base = _expand(m.api_base, env, issues, lambda msg: issue(at + ("api_base",), msg)) if m.api_base else None
+        api_base = _expand(m.api_base, env, issues, lambda msg, at=at: issue(at + ("api_base",), msg)) if m.api_base else None
         if api_base is None and m.provider in OPENAI_COMPATIBLE and m.provider not in ("openai", "azure"):
             issues.append(issue(at + ("api_base",), f"provider {m.provider!r} needs an api_base"))
         if m.provider == "azure" and not m.api_version:
             issues.append(issue(at + ("api_version",), "provider 'azure' needs an api_version"))
-        headers = {k: _expand(v, env, issues, lambda msg, k=k: issue(at + ("headers", k), msg)) or ""
+        headers = {k: _expand(v, env, issues, lambda msg, k=k, at=at: issue(at + ("headers", k), msg)) or ""
                    for k, v in m.headers.items()}
         pricing = None
         if m.pricing is not None:

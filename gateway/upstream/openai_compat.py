@@ -58,12 +58,8 @@ class OpenAICompatAdapter:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=d.connect_timeout, sock_read=d.read_timeout)
         try:
             resp = await self._client().post(url, data=payload, headers=headers, timeout=timeout)
-        except asyncio.TimeoutError:
-            metrics.UPSTREAM_ERRORS.labels(d.id, "timeout").inc()
-            raise UpstreamTimeout(f"The upstream for model {d.id!r} did not answer in time.") from None
-        except aiohttp.ClientError as exc:
-            metrics.UPSTREAM_ERRORS.labels(d.id, "connection").inc()
-            raise UpstreamError(f"Could not reach the upstream for model {d.id!r} ({type(exc).__name__}).") from None
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            raise _transport_error(d, exc, "could not be reached") from None
         try:
             if resp.status != 200:
                 await _raise_for_status(d, resp)
@@ -76,12 +72,8 @@ class OpenAICompatAdapter:
                 resp = None  # the stream owns it now
                 return stream
             raw = await resp.read()
-        except asyncio.TimeoutError:
-            metrics.UPSTREAM_ERRORS.labels(d.id, "timeout").inc()
-            raise UpstreamTimeout(f"The upstream for model {d.id!r} did not answer in time.") from None
-        except aiohttp.ClientError as exc:
-            metrics.UPSTREAM_ERRORS.labels(d.id, "connection").inc()
-            raise UpstreamError(f"The upstream for model {d.id!r} broke off its answer ({type(exc).__name__}).") from None
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            raise _transport_error(d, exc, "broke off its answer") from None
         finally:
             if resp is not None:
                 resp.release()
@@ -94,6 +86,15 @@ class OpenAICompatAdapter:
             raise UpstreamError(f"The upstream for model {d.id!r} answered with malformed JSON.",
                                 code="upstream_malformed_response") from None
         return UpstreamResponse(body, Usage.from_openai(body.get("usage")))
+
+
+def _transport_error(d: Deployment, exc: BaseException, what: str, code: str | None = None) -> UpstreamError:
+    """Map a transport failure (timeout, refused or dropped connection) to the gateway's errors."""
+    if isinstance(exc, asyncio.TimeoutError):
+        metrics.UPSTREAM_ERRORS.labels(d.id, "timeout").inc()
+        return UpstreamTimeout(f"The upstream for model {d.id!r} did not answer in time.")
+    metrics.UPSTREAM_ERRORS.labels(d.id, "connection").inc()
+    return UpstreamError(f"The upstream for model {d.id!r} {what} ({type(exc).__name__}).", code=code)
 
 
 async def _raise_for_status(d: Deployment, resp: aiohttp.ClientResponse) -> None:
@@ -188,13 +189,8 @@ class OpenAIStream:
                     chunk = self._chunk(payload)
                     if chunk is not None:
                         yield chunk
-        except asyncio.TimeoutError:
-            metrics.UPSTREAM_ERRORS.labels(self._d.id, "timeout").inc()
-            raise UpstreamTimeout(f"The upstream for model {self._d.id!r} stalled mid-stream.") from None
-        except aiohttp.ClientError as exc:
-            metrics.UPSTREAM_ERRORS.labels(self._d.id, "connection").inc()
-            raise UpstreamError(f"The upstream for model {self._d.id!r} broke off its stream ({type(exc).__name__}).",
-                                code="upstream_disconnected") from None
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            raise _transport_error(self._d, exc, "broke off its stream", code="upstream_disconnected") from None
         finally:
             await self.aclose()
         metrics.UPSTREAM_ERRORS.labels(self._d.id, "connection").inc()

@@ -155,7 +155,7 @@ def test_embeddings_float_and_base64(client: OpenAI) -> None:
     # The SDK asks for base64 by default and decodes it; both must agree.
     decoded = client.embeddings.create(model="text-embedding-test", input=["alpha", "beta"])
     assert len(floats.data) == 2 and len(floats.data[0].embedding) == 8
-    for a, b in zip(floats.data[0].embedding, decoded.data[0].embedding):
+    for a, b in zip(floats.data[0].embedding, decoded.data[0].embedding, strict=True):
         assert a == pytest.approx(b, abs=1e-6)
     assert floats.usage.prompt_tokens == 2
 
