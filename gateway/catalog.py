@@ -19,6 +19,14 @@ class Pricing:
     cached_input_per_1m: Decimal | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    tools: bool | None = None  # None: unknown, so never a reason to skip
+    json_mode: bool | None = None
+    vision: bool | None = None
+    context_window: int | None = None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Deployment:
     id: str
@@ -36,3 +44,4 @@ class Deployment:
     stream_usage: bool
     headers: dict[str, str]
     openai_compatible: bool
+    capabilities: Capabilities = Capabilities()

@@ -45,6 +45,36 @@ STORE_ERRORS = Counter(
     ["operation"],
     registry=REGISTRY,
 )
+FALLBACKS = Counter(
+    "gateway_fallbacks_total",
+    "Upstream calls that failed and made the gateway try the next target, by route, model and error code.",
+    ["route", "model", "code"],
+    registry=REGISTRY,
+)
+ESCALATIONS = Counter(
+    "gateway_cascade_escalations_total",
+    "Cascade answers that failed their accept condition and were escalated to the next target.",
+    ["route", "model"],
+    registry=REGISTRY,
+)
+CIRCUIT_OPEN = Gauge(
+    "gateway_circuit_open",
+    "1 while a model's circuit breaker is open (skipped after consecutive failures).",
+    ["model"],
+    registry=REGISTRY,
+)
+AT_CAPACITY = Counter(
+    "gateway_model_at_capacity_total",
+    "Times a model was skipped because it was at its max_concurrency.",
+    ["model"],
+    registry=REGISTRY,
+)
+POLICY_RELOADS = Counter(
+    "gateway_policy_reloads_total",
+    "Policy reload attempts, by result (applied, unchanged, rejected).",
+    ["result"],
+    registry=REGISTRY,
+)
 POLICY_INFO = Gauge(
     "gateway_policy_loaded_timestamp_seconds",
     "When the active routing policy was loaded.",

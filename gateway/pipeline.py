@@ -1,6 +1,7 @@
 """The request pipeline, one path for every endpoint:
 
-    authenticate -> decide the route -> call the upstream (falling back on upstream failure)
+    authenticate -> gather facts -> decide the route (pure) -> call the plan's targets in order
+    (fallback on upstream failure, escalate a cascade when an answer fails its accept check)
     -> record (metrics, access log)
 
 The HTTP surface decodes and encodes; everything in between happens here. Streams are returned
@@ -12,24 +13,31 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
-from gateway import metrics
-from gateway.errors import GatewayError, ModelNotFound, RateLimited, UpstreamClientError, UpstreamError
+import orjson
+
+from gateway import metrics, tokens
+from gateway.errors import (GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamClientError,
+                            UpstreamError)
+from gateway.health import Breakers, Limits
 from gateway.keys import KeyStore, Principal
-from gateway.policy import Policy, RequestFacts, decide
+from gateway.policy import Policy, RequestFacts, RoutePlan, decide
 from gateway.upstream import UpstreamCall, UpstreamResponse, Upstreams, UpstreamStream
+from gateway.upstream.replay import ReplayStream
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.access")
 
 ENDPOINT_KIND = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
+_JSON_FORMATS = ("json_object", "json_schema")
 
 
 @dataclass(slots=True)
 class RequestContext:
     request_id: str
     endpoint: str
+    headers: Mapping[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     principal: Principal | None = None
     route: str = "-"
@@ -48,53 +56,145 @@ class RequestContext:
         }
 
 
+@dataclass(slots=True)
+class AnswerFacts:
+    """What a cascade step's `accept:` reads. With no grounding check, the grounding fields hold."""
+
+    finish_reason: str | None
+    non_empty: bool
+    valid_json: bool
+    completion_tokens: int | None
+    support_score: float = 1.0
+    grounded: bool = True
+
+
 class Pipeline:
     def __init__(self, policy: Policy, keys: KeyStore, upstreams: Upstreams) -> None:
-        self.policy = policy  # swapped whole, never edited in place
         self.keys = keys
         self.upstreams = upstreams
+        self.breakers = Breakers()
+        self.limits = Limits()
+        self.policy = policy
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        # One assignment: a request holds the policy it started with; the next one sees the new file.
+        self._policy = policy
+        self.breakers.configure(policy.settings.breaker_failures, policy.settings.breaker_cooldown_s)
 
     async def authenticate(self, ctx: RequestContext, token: str | None) -> Principal:
         ctx.principal = await self.keys.authenticate(token)
         return ctx.principal
 
-    async def run(self, ctx: RequestContext, body: dict[str, Any]) -> UpstreamResponse | UpstreamStream:
-        principal = ctx.principal
-        assert principal is not None, "authenticate first"
-        ctx.stream = bool(body.get("stream"))
-        facts = RequestFacts(
+    def facts(self, ctx: RequestContext, body: dict[str, Any], policy: Policy) -> RequestFacts:
+        p = ctx.principal
+        assert p is not None, "authenticate first"
+        wanted = policy.fields
+        fmt = body.get("response_format")
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        prompt_tokens = None
+        if policy.needs_prompt_tokens or (
+                policy.min_context_window is not None
+                and tokens.prompt_chars(body) + (max_tokens or 0) > policy.min_context_window):
+            prompt_tokens = tokens.count_request(body, body.get("model", ""))
+        headers: dict[str, str] = {}
+        metadata: dict[str, Any] = {}
+        if any(f.startswith(("headers.", "metadata.")) for f in wanted):
+            headers = {k.lower(): v for k, v in ctx.headers.items()}
+            meta = body.get("metadata")
+            metadata = dict(meta) if isinstance(meta, dict) else {}
+            for k, v in headers.items():
+                if k.startswith("x-gateway-metadata-"):
+                    metadata.setdefault(k[len("x-gateway-metadata-"):], v)
+        grounding = body.get("grounding")
+        return RequestFacts(
             model=body["model"],
             endpoint=ENDPOINT_KIND[ctx.endpoint],
-            key_id=principal.key_id,
-            team=principal.team,
-            user=principal.user,
+            key=p.key_id,
+            team=p.team,
+            user=p.user or (body.get("user") if isinstance(body.get("user"), str) else None),
             stream=ctx.stream,
+            tools=bool(body.get("tools")),
+            documents=bool(isinstance(grounding, dict) and grounding.get("documents")),
+            json_mode=isinstance(fmt, dict) and fmt.get("type") in _JSON_FORMATS,
+            vision=_has_images(body),
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            headers=headers,
+            metadata=metadata,
         )
-        plan = decide(facts, self.policy)
+
+    async def run(self, ctx: RequestContext, body: dict[str, Any]) -> UpstreamResponse | UpstreamStream:
+        policy = self.policy
+        ctx.stream = bool(body.get("stream"))
+        facts = self.facts(ctx, body, policy)
+        plan = decide(facts, policy, self.breakers.unhealthy())
         if plan is None:
             raise ModelNotFound(f"The model {facts.model!r} does not exist or you do not have access to it.",
                                 param="model")
         ctx.route = plan.route
+        if not plan.steps:
+            reasons = "; ".join(f"{m} {why}" for m, why in plan.skipped)
+            raise InvalidRequest(f"No model on route {plan.route!r} can serve this request: {reasons}.",
+                                 code="no_capable_model")
         opts = body.get("stream_options")
-        call = UpstreamCall(
-            endpoint=ctx.endpoint,
-            body=body,
-            stream=ctx.stream,
-            client_wants_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
-            request_id=ctx.request_id,
-        )
+        wants_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+        return await self._execute(ctx, plan, body, facts, wants_usage)
+
+    async def _execute(self, ctx: RequestContext, plan: RoutePlan, body: dict[str, Any], facts: RequestFacts,
+                       wants_usage: bool) -> UpstreamResponse | UpstreamStream:
+        steps = plan.steps
+        last_cascade = max((i for i, s in enumerate(steps) if s.kind == "cascade"), default=-1)
+        best: UpstreamResponse | None = None  # an answer a cascade rejected, kept in case nothing better comes
         last: GatewayError | None = None
-        for deployment in plan.targets:
+        for i, step in enumerate(steps):
+            if ctx.attempts >= plan.max_attempts:
+                break
+            d = step.deployment
+            if not self.limits.acquire(d.id, d.max_concurrency):
+                metrics.AT_CAPACITY.labels(d.id).inc()
+                last = last or RateLimited(f"Every model on route {plan.route!r} is at its concurrency limit.",
+                                           code="at_capacity", retry_after=1.0)
+                continue
+            judged = step.accept is not None and i < last_cascade  # this answer must pass before anyone sees it
+            stream = ctx.stream and not judged
             ctx.attempts += 1
-            ctx.model, ctx.tier = deployment.id, deployment.tier
+            ctx.model, ctx.tier = d.id, d.tier
+            call = UpstreamCall(endpoint=ctx.endpoint, body=body if stream == ctx.stream else _unstreamed(body),
+                                stream=stream, client_wants_usage=wants_usage, request_id=ctx.request_id)
             try:
-                return await self.upstreams.for_deployment(deployment).send(deployment, call)
+                result = await self.upstreams.for_deployment(d).send(d, call)
             except UpstreamClientError:
+                self.limits.release(d.id, d.max_concurrency)
                 raise  # the request itself was refused: another target would refuse it too
             except (UpstreamError, RateLimited) as exc:
+                self.limits.release(d.id, d.max_concurrency)
+                self.breakers.failure(d.id)
+                metrics.FALLBACKS.labels(plan.route, d.id, exc.code or "error").inc()
                 last = exc
-                log.info("upstream failed, trying next target", extra={"fields": {
-                    "request_id": ctx.request_id, "model": deployment.id, "error": exc.code}})
+                log.info("upstream failed, trying the next target", extra={"fields": {
+                    "request_id": ctx.request_id, "route": plan.route, "model": d.id, "error": exc.code}})
+                continue
+            self.breakers.success(d.id)
+            if isinstance(result, UpstreamResponse):
+                self.limits.release(d.id, d.max_concurrency)
+                if judged:
+                    assert step.accept is not None
+                    if not step.accept.test(answer_facts(result, facts)):
+                        metrics.ESCALATIONS.labels(plan.route, d.id).inc()
+                        best = result
+                        continue
+                    if ctx.stream:
+                        return ReplayStream(result.body, result.usage, wants_usage)
+                return result
+            return _Released(result, self.limits, d.id, d.max_concurrency)
+        if best is not None:
+            # Nothing after the rejected answer could answer at all: the rejected answer beats an error.
+            return ReplayStream(best.body, best.usage, wants_usage) if ctx.stream else best
         assert last is not None
         raise last
 
@@ -124,3 +224,60 @@ class Pipeline:
                 "completion_tokens": usage.completion_tokens if usage else None,
                 "error": error,
             }})
+
+
+def answer_facts(result: UpstreamResponse, facts: RequestFacts) -> AnswerFacts:
+    choices = result.body.get("choices") or [{}]
+    first = choices[0] if isinstance(choices[0], dict) else {}
+    message = first.get("message") or {}
+    content = message.get("content") or first.get("text") or ""
+    valid_json = True
+    if facts.json_mode:
+        try:
+            orjson.loads(content)
+        except (orjson.JSONDecodeError, TypeError):
+            valid_json = False
+    return AnswerFacts(
+        finish_reason=first.get("finish_reason"),
+        non_empty=bool(content.strip()) or bool(message.get("tool_calls")),
+        valid_json=valid_json,
+        completion_tokens=result.usage.completion_tokens if result.usage else None,
+    )
+
+
+def _unstreamed(body: dict[str, Any]) -> dict[str, Any]:
+    out = dict(body)
+    out.pop("stream", None)
+    out.pop("stream_options", None)
+    return out
+
+
+def _has_images(body: dict[str, Any]) -> bool:
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+            return True
+    return False
+
+
+class _Released:
+    """A stream that gives its deployment's concurrency slot back when it closes."""
+
+    def __init__(self, inner: UpstreamStream, limits: Limits, model_id: str, limit: int | None) -> None:
+        self._inner, self._limits, self._id, self._limit = inner, limits, model_id, limit
+        self._open = limit is not None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._inner.usage
+
+    def __aiter__(self):
+        return self._inner.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if self._open:
+                self._open = False
+                self._limits.release(self._id, self._limit)

@@ -3,7 +3,7 @@
 from gateway.policy.engine import RequestFacts, RoutePlan, decide
 from gateway.policy.loader import PolicyError, load_policy, load_policy_text
 from gateway.catalog import Deployment
-from gateway.policy.model import Policy
+from gateway.policy.model import Policy, Step
 
 __all__ = [
     "Deployment",
@@ -11,6 +11,7 @@ __all__ = [
     "PolicyError",
     "RequestFacts",
     "RoutePlan",
+    "Step",
     "decide",
     "load_policy",
     "load_policy_text",

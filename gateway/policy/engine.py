@@ -1,35 +1,122 @@
-"""The decision function: request facts and a policy in, a route plan out. No I/O, no clocks."""
+"""The decision function: request facts and a policy in, a route plan out. No I/O, no clocks.
+
+    decide(facts, policy, unhealthy) -> RoutePlan | None
+
+Routes are tried top to bottom and the first whose `match` holds wins. (An index by requested
+model name skips routes that cannot match, without changing which one wins.) The plan lists the
+upstream calls to try in order: the target (or the chosen split arm, or the cascade), then the
+fallbacks. Targets that lack a capability the request needs are removed; targets whose circuit
+is open are removed too unless that would leave nothing to try. With `trace=True` the plan also
+says why each earlier route did not match, which is what `gateway policy explain` prints.
+"""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
-from gateway.policy.model import Deployment, Policy
+from gateway.catalog import Deployment
+from gateway.policy.model import Policy, Route, Step
 
 
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
     model: str
     endpoint: str = "chat"  # chat, completions, embeddings
-    key_id: str | None = None
+    key: str | None = None  # the virtual key's id
     team: str | None = None
     user: str | None = None
     stream: bool = False
+    tools: bool = False
+    documents: bool = False
+    json_mode: bool = False
+    vision: bool = False
+    prompt_tokens: int | None = None  # None: not counted (the policy did not need it)
+    max_tokens: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    metadata: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)  # {"team": {"remaining_pct": 12.5, "exhausted": False}, ...}
 
 
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
     route: str
     position: str
-    targets: tuple[Deployment, ...]
-    trail: tuple[str, ...] = field(default=())  # why each earlier route did not match
+    action: str
+    steps: tuple[Step, ...]
+    max_attempts: int
+    skipped: tuple[tuple[str, str], ...] = ()  # (model id, why it was left out)
+    arm: int | None = None  # split: the arm chosen for this user or key
+    trail: tuple[str, ...] = ()  # with trace=True: why each earlier route did not match
+
+    @property
+    def targets(self) -> tuple[Deployment, ...]:
+        return tuple(s.deployment for s in self.steps)
 
 
-def decide(facts: RequestFacts, policy: Policy) -> RoutePlan | None:
-    """First matching route, top to bottom; None when no route takes the request."""
+def decide(facts: RequestFacts, policy: Policy, unhealthy: frozenset[str] = frozenset(),
+           trace: bool = False) -> RoutePlan | None:
+    routes = policy.routes if trace else policy.candidates(facts.model)
     trail: list[str] = []
-    for route in policy.routes:
-        if route.models is None or facts.model in route.models:
-            return RoutePlan(route.name, route.position, route.targets, tuple(trail))
-        trail.append(f"{route.name} ({route.position}): model {facts.model!r} is not {route.describe_match()}")
+    for route in routes:
+        if route.match.test(facts):
+            return _plan(route, facts, unhealthy, tuple(trail))
+        if trace:
+            trail.append(f"{route.name} ({route.position}): {route.match.why_not(facts)}")
+    return None
+
+
+def _plan(route: Route, facts: RequestFacts, unhealthy: frozenset[str], trail: tuple[str, ...]) -> RoutePlan:
+    arm = None
+    if route.action == "split":
+        arm = _pick_arm(route, facts)
+        ordered = route.arms[arm].steps + tuple(s for i, a in enumerate(route.arms) if i != arm for s in a.steps)
+        wanted = ordered + route.fallbacks
+    else:
+        wanted = route.steps + route.fallbacks
+    steps: list[Step] = []
+    skipped: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for step in wanted:
+        d = step.deployment
+        if d.id in seen:
+            continue
+        seen.add(d.id)
+        reason = _incapable(d, facts)
+        if reason is not None:
+            skipped.append((d.id, reason))
+        else:
+            steps.append(step)
+    if unhealthy and steps:
+        healthy = [s for s in steps if s.deployment.id not in unhealthy]
+        if healthy:
+            skipped.extend((s.deployment.id, "circuit open") for s in steps if s.deployment.id in unhealthy)
+            steps = healthy
+    return RoutePlan(route.name, route.position, route.action, tuple(steps), route.max_attempts, tuple(skipped),
+                     arm, trail)
+
+
+def _pick_arm(route: Route, facts: RequestFacts) -> int:
+    sticky = (facts.user or facts.key or "") if route.sticky == "user" else (facts.key or facts.user or "")
+    point = (zlib.crc32(f"{route.name}\x00{sticky}".encode()) / 0xFFFFFFFF) * route.total_weight
+    for i, arm in enumerate(route.arms):
+        point -= arm.weight
+        if point < 0:
+            return i
+    return len(route.arms) - 1
+
+
+def _incapable(d: Deployment, facts: RequestFacts) -> str | None:
+    c = d.capabilities
+    if facts.tools and c.tools is False:
+        return "does not support tools"
+    if facts.json_mode and c.json_mode is False:
+        return "does not support JSON mode"
+    if facts.vision and c.vision is False:
+        return "does not support images"
+    if c.context_window is not None and facts.prompt_tokens is not None:
+        need = facts.prompt_tokens + (facts.max_tokens or 0)
+        if need > c.context_window:
+            return f"context window {c.context_window} is smaller than the {need} tokens needed"
     return None

@@ -17,9 +17,11 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from gateway.policy import yamlpos
-from gateway.catalog import Deployment, Pricing
-from gateway.policy.model import Policy, Route
+from gateway import model_info
+from gateway.catalog import Capabilities, Deployment, Pricing
+from gateway.policy import conditions, yamlpos
+from gateway.policy.conditions import Cond
+from gateway.policy.model import Arm, Policy, Route, Settings, Step
 from gateway.policy.schema import OPENAI_COMPATIBLE, PolicySpec
 from gateway.redact import Secret
 
@@ -109,42 +111,120 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
             stream_usage=m.stream_usage,
             headers=headers,
             openai_compatible=m.provider in OPENAI_COMPATIBLE,
+            capabilities=_capabilities(m),
         )
+
+    def compile_cond(spec: Any, at: tuple, table: Any) -> Cond:
+        problems: list[conditions.Problem] = []
+        cond = conditions.compile_condition(spec, table, problems)
+        issues.extend(issue(at + sub, msg) for sub, msg in problems)
+        return cond
+
+    def resolve(ref: Any, at: tuple, kind: str, origin: str, accept: Cond | None = None) -> tuple[Step, ...]:
+        if isinstance(ref, str):
+            if ref not in deployments:
+                issues.append(issue(at, f"no model {ref!r} in models:{_did_you_mean(ref, deployments, True)}"))
+                return ()
+            return (Step(deployments[ref], kind, origin, accept),)
+        tier = ref.tier
+        of_tier = [d for d in deployments.values() if d.tier == tier]
+        if not of_tier:
+            issues.append(issue(at, f"no model of tier {tier!r} in models:"))
+        return tuple(Step(d, kind, f"{origin} (tier {tier})", accept) for d in of_tier)
 
     routes: list[Route] = []
     seen_names: dict[str, int] = {}
-    by_model: dict[str, int] = {}
     names: list[str] = []
+    fields: set[str] = set()
     for i, r in enumerate(spec.routes):
         at = ("routes", i)
         if r.name in seen_names:
             issues.append(issue(at + ("name",), f"route name {r.name!r} is already used by routes[{seen_names[r.name]}]"))
         seen_names.setdefault(r.name, i)
-        targets = []
-        for path, ref in [(at + ("target",), r.target)] + [(at + ("fallbacks", j), f) for j, f in enumerate(r.fallbacks)]:
-            if ref not in deployments:
-                issues.append(issue(path, f"no model {ref!r} in models:{_did_you_mean(ref, deployments, True)}"))
-            else:
-                targets.append(deployments[ref])
-        models = None
-        if r.match.model is not None:
-            models = frozenset([r.match.model] if isinstance(r.match.model, str) else r.match.model)
-            for name in sorted(models):
-                by_model.setdefault(name, i)
-                if name not in names:
-                    names.append(name)
+        match = compile_cond(r.match, at + ("match",), conditions.MATCH_FIELDS)
+        fields |= match.fields()
+        steps: tuple[Step, ...] = ()
+        arms: list[Arm] = []
+        if r.target is not None:
+            steps = resolve(r.target, at + ("target",), "primary", "target")
+        elif r.split is not None:
+            targets = [a.target if isinstance(a.target, str) else f"tier {a.target.tier}" for a in r.split]
+            if len(set(targets)) != len(targets):
+                issues.append(issue(at + ("split",), "a split names the same target twice"))
+            for j, a in enumerate(r.split):
+                arm_steps = resolve(a.target, at + ("split", j, "target"), "primary", f"split[{j}]")
+                arms.append(Arm(a.weight, arm_steps))
+        else:
+            assert r.cascade is not None
+            cascade: list[Step] = []
+            for j, c in enumerate(r.cascade):
+                accept = None
+                if c.accept is not None:
+                    accept = compile_cond(c.accept, at + ("cascade", j, "accept"), conditions.ACCEPT_FIELDS)
+                elif j < len(r.cascade) - 1:
+                    issues.append(issue(at + ("cascade", j), "every cascade step but the last needs an `accept:`"))
+                cascade.extend(resolve(c.target, at + ("cascade", j, "target"), "cascade", f"cascade[{j}]", accept))
+            steps = tuple(cascade)
+        fallbacks = tuple(s for j, f in enumerate(r.fallbacks)
+                          for s in resolve(f, at + ("fallbacks", j), "fallback", f"fallbacks[{j}]"))
+        models = _required_models(match)
+        for name in sorted(models or ()):
+            if name not in names:
+                names.append(name)
         line = yamlpos.line_of(at, positions)
-        routes.append(Route(r.name, i, f"{source}:{line}", models, tuple(targets)))
+        routes.append(Route(
+            name=r.name, index=i, position=f"{source}:{line}", match=match, models=models, action=(
+                "target" if r.target is not None else "split" if r.split is not None else "cascade"),
+            steps=steps, arms=tuple(arms), total_weight=sum(a.weight for a in arms), sticky=r.sticky,
+            fallbacks=fallbacks, max_attempts=r.max_attempts or spec.settings.max_attempts,
+        ))
 
     if issues:
         raise PolicyError(issues)
+    by_model = {name: tuple(r for r in routes if r.models is None or name in r.models) for name in names}
+    windows = [d.capabilities.context_window for d in deployments.values() if d.capabilities.context_window]
+    breaker = spec.settings.circuit_breaker
     return Policy(
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         deployments=deployments,
         routes=tuple(routes),
         model_names=tuple(names),
+        settings=Settings(spec.settings.max_attempts, breaker.failures, breaker.cooldown_s),
         by_model=by_model,
+        generic=tuple(r for r in routes if r.models is None),
+        fields=frozenset(fields),
+        min_context_window=min(windows) if windows else None,
+    )
+
+
+def _required_models(match: Cond) -> frozenset[str] | None:
+    """The model names a match requires at its top level (model: x or model: [x, y]), for the index."""
+    parts = match.parts if isinstance(match, conditions.AllCond) and not isinstance(match, conditions.AnyCond) \
+        else (match,)
+    for part in parts:
+        if isinstance(part, conditions.FieldCond) and part.name == "model":
+            if part.op == "eq" and isinstance(part.value, str):
+                return frozenset([part.value])
+            if part.op == "in" and all(isinstance(v, str) for v in part.value):
+                return frozenset(part.value)
+    return None
+
+
+def _capabilities(m: Any) -> Capabilities:
+    c = m.capabilities
+    info = model_info.lookup(m.provider, m.model) if None in (c.tools, c.json_mode, c.vision, c.context_window) \
+        else None
+    info = info or {}
+
+    def pick(explicit: Any, key: str) -> Any:
+        return explicit if explicit is not None else info.get(key)
+
+    return Capabilities(
+        tools=pick(c.tools, "supports_function_calling"),
+        json_mode=pick(c.json_mode, "supports_response_schema"),
+        vision=pick(c.vision, "supports_vision"),
+        context_window=pick(c.context_window, "max_input_tokens"),
     )
 
 

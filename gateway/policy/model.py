@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
 from gateway.catalog import Deployment
+from gateway.policy.conditions import Cond
+
+StepKind = Literal["primary", "cascade", "fallback"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    deployment: Deployment
+    kind: StepKind
+    origin: str  # where in the route it came from: "target", "split[1]", "cascade[0]", "fallbacks[0]"
+    accept: Cond | None = None  # cascade steps: the answer must pass this, or the next step is tried
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    weight: float
+    steps: tuple[Step, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,13 +30,22 @@ class Route:
     name: str
     index: int
     position: str  # "policies/demo.yaml:12"
-    models: frozenset[str] | None  # requested model names this route matches; None: any
-    targets: tuple[Deployment, ...]  # the target, then its fallbacks
+    match: Cond
+    models: frozenset[str] | None  # model names the match requires (for the index); None: not indexable
+    action: Literal["target", "split", "cascade"]
+    steps: tuple[Step, ...]  # target: the target (a tier expands to its models); cascade: the cascade
+    arms: tuple[Arm, ...] = ()  # split
+    total_weight: float = 0.0
+    sticky: str = "user"
+    fallbacks: tuple[Step, ...] = ()
+    max_attempts: int = 3
 
-    def describe_match(self) -> str:
-        if self.models is None:
-            return "any request"
-        return "model in " + ", ".join(sorted(self.models))
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    max_attempts: int = 3
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,4 +55,19 @@ class Policy:
     deployments: dict[str, Deployment]
     routes: tuple[Route, ...]
     model_names: tuple[str, ...]  # the names an app may ask for (GET /v1/models)
-    by_model: dict[str, int] = field(default_factory=dict)  # first route index that names each model
+    settings: Settings = Settings()
+    by_model: dict[str, tuple[Route, ...]] = field(default_factory=dict)  # routes that can match each model
+    generic: tuple[Route, ...] = ()  # routes for any other model name
+    fields: frozenset[str] = frozenset()  # every fact some condition reads
+    min_context_window: int | None = None
+
+    def candidates(self, model: str) -> tuple[Route, ...]:
+        return self.by_model.get(model, self.generic)
+
+    @property
+    def needs_prompt_tokens(self) -> bool:
+        return "prompt_tokens" in self.fields
+
+    @property
+    def needs_budget(self) -> bool:
+        return any(f.startswith("budget.") for f in self.fields)

@@ -7,9 +7,9 @@ loader's type checks. Runtime objects are built from it in `loader.py`.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Tier = Literal["base", "fine-tuned", "distilled"]
 
@@ -34,6 +34,16 @@ class TimeoutSpec(Strict):
     read: float = Field(default=120.0, gt=0, description="seconds to wait for each read (first byte, next chunk)")
 
 
+class CapabilitiesSpec(Strict):
+    """What a deployment can do. Unset fields default from litellm's model map for hosted models;
+    unknown stays unknown (not skipped)."""
+
+    tools: bool | None = None
+    json_mode: bool | None = None
+    vision: bool | None = None
+    context_window: int | None = Field(default=None, ge=1, description="prompt + completion tokens")
+
+
 class ModelSpec(Strict):
     """One upstream deployment the gateway can send requests to."""
 
@@ -46,25 +56,71 @@ class ModelSpec(Strict):
     api_version: str | None = Field(default=None, description="Azure OpenAI api-version")
     base_model: str | None = Field(default=None, description="for adapters: the base model they were trained from")
     pricing: PricingSpec | None = None
+    capabilities: CapabilitiesSpec = CapabilitiesSpec()
     timeout: TimeoutSpec = TimeoutSpec()
     max_concurrency: int | None = Field(default=None, ge=1)
     stream_usage: bool = Field(default=True, description="ask the upstream for usage on streams (stream_options.include_usage)")
     headers: dict[str, str] = Field(default_factory=dict, description="extra headers sent upstream; values may use ${VAR}")
 
 
-class MatchSpec(Strict):
-    model: str | list[str] | None = Field(default=None, description="requested model name(s)")
+class TierRef(Strict):
+    tier: Tier
+
+
+TargetRef = str | TierRef
+
+_MATCH_DOC = ("conditions, all of which must hold: field: value | [values] | {eq, ne, in, not_in, gt, gte, lt, "
+              "lte, regex, exists}, and all/any/not. Fields: model, endpoint, team, user, key, stream, tools, "
+              "documents, json_mode, vision, prompt_tokens, max_tokens, headers.<name>, metadata.<name>, "
+              "budget.<scope>.<field>")
+_ACCEPT_DOC = ("conditions on the answer: finish_reason, non_empty, valid_json, completion_tokens, support_score, "
+               "grounded (grounding fields hold when no grounding check ran)")
+
+
+class SplitArm(Strict):
+    target: TargetRef
+    weight: float = Field(gt=0)
+
+
+class CascadeStep(Strict):
+    target: TargetRef
+    accept: dict[str, Any] | None = Field(default=None, description=_ACCEPT_DOC)
 
 
 class RouteSpec(Strict):
     name: str = Field(min_length=1)
-    match: MatchSpec = MatchSpec()
-    target: str = Field(description="a model id from `models:`")
-    fallbacks: list[str] = Field(default_factory=list, description="model ids tried in order on upstream errors")
+    match: dict[str, Any] | None = Field(default=None, description=_MATCH_DOC)
+    target: TargetRef | None = Field(default=None, description="a model id from `models:`, or {tier: ...}")
+    split: list[SplitArm] | None = Field(default=None, min_length=2, description="weighted targets")
+    sticky: Literal["user", "key"] = Field(default="user", description="split: who keeps the same arm "
+                                           "(user falls back to key when the key has no user)")
+    cascade: list[CascadeStep] | None = Field(default=None, min_length=2,
+                                              description="cheapest first; escalate when `accept` fails")
+    fallbacks: list[TargetRef] = Field(default_factory=list, description="tried in order on upstream errors")
+    max_attempts: int | None = Field(default=None, ge=1, le=20, description="retry budget for this route")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> "RouteSpec":
+        actions = [a for a in ("target", "split", "cascade") if getattr(self, a) is not None]
+        if len(actions) != 1:
+            raise ValueError("a route needs exactly one of target, split, cascade"
+                             + (f" (has {', '.join(actions)})" if actions else ""))
+        return self
+
+
+class BreakerSpec(Strict):
+    failures: int = Field(default=5, ge=1, description="consecutive failures that open a model's circuit")
+    cooldown_s: float = Field(default=30.0, gt=0, description="seconds before an open circuit lets a trial through")
+
+
+class SettingsSpec(Strict):
+    max_attempts: int = Field(default=3, ge=1, le=20, description="upstream calls one request may make, in all")
+    circuit_breaker: BreakerSpec = BreakerSpec()
 
 
 class PolicySpec(Strict):
     version: Literal[1] = 1
+    settings: SettingsSpec = SettingsSpec()
     models: dict[str, ModelSpec] = Field(min_length=1)
     routes: list[RouteSpec] = Field(min_length=1)
 
@@ -73,4 +129,7 @@ def json_schema() -> dict:
     schema = PolicySpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "LLM gateway routing policy"
+    for spec in schema.get("$defs", {}).values():
+        if spec.get("title") == "RouteSpec":
+            spec["properties"]["match"] = {"description": _MATCH_DOC, "anyOf": [{"type": "object"}, {"type": "null"}]}
     return schema

@@ -28,7 +28,7 @@ _STREAMABLE = ("chat/completions", "completions")
 async def _serve(request: Request, endpoint: str, validate: Callable[[dict[str, Any]], None]) -> Response:
     rt: Runtime = request.app.state.runtime
     pipeline = rt.pipeline
-    ctx = RequestContext(protocol.new_request_id(request), endpoint)
+    ctx = RequestContext(protocol.new_request_id(request), endpoint, request.headers)
     try:
         await pipeline.authenticate(ctx, protocol.bearer_token(request))
         body = await protocol.read_json(request, rt.settings.max_body_bytes)

@@ -49,14 +49,14 @@ def test_good_policy_loads_with_positions_and_env() -> None:
     assert m1.api_base == "http://127.0.0.1:1/v1"
     assert isinstance(m1.api_key, Secret) and m1.api_key.reveal() == "sk-live-abcdef"
     assert "sk-live" not in repr(m1)
-    assert [t.id for t in policy.routes[0].targets] == ["m1", "m2"]
+    assert [s.deployment.id for s in policy.routes[0].steps + policy.routes[0].fallbacks] == ["m1", "m2"]
     assert policy.model_names == ("a", "b")
     assert str(policy.deployments["m2"].pricing.input_per_1m) == "0.1"
 
 
 def test_unknown_key_names_path_file_line_and_suggests() -> None:
     text = GOOD.replace("    match: { model: [a, b] }", "    match: { model: [a, b], teem: x }")
-    assert issues(text, {"UP_KEY": "k"}) == ["routes[0].match.teem at policies/x.yaml:17: unknown key 'teem'"]
+    assert issues(text, {"UP_KEY": "k"}) == ["routes[0].match.teem at policies/x.yaml:17: unknown field 'teem' (did you mean 'team'?)"]
     text = GOOD.replace("    tier: distilled", "    tier: distilled\n    modle: x")
     assert issues(text, {"UP_KEY": "k"}) == [
         "models.m2.modle at policies/x.yaml:11: unknown key 'modle' (did you mean 'model'?)"]
@@ -112,3 +112,45 @@ def test_load_policy_from_missing_file() -> None:
     with pytest.raises(PolicyError) as info:
         load_policy("/nonexistent/policy.yaml")
     assert "cannot read" in str(info.value)
+
+
+ROUTES_BASE = """\
+models:
+  a: { tier: base, provider: vllm, model: a, api_base: "http://x/v1" }
+  b: { tier: distilled, provider: vllm, model: b, api_base: "http://x/v1" }
+routes:
+"""
+
+
+@pytest.mark.parametrize("route,expected", [
+    ("  - { name: r, target: a, split: [{target: a, weight: 1}, {target: b, weight: 1}] }",
+     "routes[0] at policies/x.yaml:5: Value error, a route needs exactly one of target, split, cascade (has target, split)"),
+    ("  - { name: r }",
+     "routes[0] at policies/x.yaml:5: Value error, a route needs exactly one of target, split, cascade"),
+    ("  - { name: r, cascade: [{target: b}, {target: a}] }",
+     "routes[0].cascade[0] at policies/x.yaml:5: every cascade step but the last needs an `accept:`"),
+    ("  - { name: r, match: { team: { regx: x } }, target: a }",
+     "routes[0].match.team.regx at policies/x.yaml:5: unknown operator 'regx' (did you mean 'regex'?)"),
+    ("  - { name: r, match: { user: { regex: '(' } }, target: a }",
+     "routes[0].match.user.regex at policies/x.yaml:5: bad regex: missing ), unterminated subpattern at position 0"),
+    ("  - { name: r, match: { prompt_tokens: { gt: lots } }, target: a }",
+     "routes[0].match.prompt_tokens.gt at policies/x.yaml:5: `gt` compares numbers; got 'lots'"),
+    ("  - { name: r, target: { tier: fine-tuned } }",
+     "routes[0].target at policies/x.yaml:5: no model of tier 'fine-tuned' in models:"),
+    ("  - { name: r, split: [{target: a, weight: 1}, {target: a, weight: 2}] }",
+     "routes[0].split at policies/x.yaml:5: a split names the same target twice"),
+    ("  - { name: r, split: [{target: a, weight: 0}, {target: b, weight: 2}] }",
+     "routes[0].split[0].weight at policies/x.yaml:5: Input should be greater than 0"),
+    ("  - { name: r, cascade: [{target: b, accept: {score: 1}}, {target: a}] }",
+     "routes[0].cascade[0].accept.score at policies/x.yaml:5: unknown field 'score' (fields: finish_reason, "
+     "non_empty, valid_json, completion_tokens, support_score, grounded)"),
+    ("  - { name: r, match: { any: [] }, target: a }",
+     "routes[0].match.any at policies/x.yaml:5: `any` takes a non-empty list of conditions"),
+])
+def test_route_language_errors(route: str, expected: str) -> None:
+    assert issues(ROUTES_BASE + route + "\n") == [expected]
+
+
+def test_nested_condition_error_points_at_its_own_line() -> None:
+    text = ROUTES_BASE + "  - name: r\n    match:\n      any:\n        - team: a\n        - usr: b\n    target: a\n"
+    assert issues(text) == ["routes[0].match.any[1].usr at policies/x.yaml:9: unknown field 'usr' (did you mean 'user'?)"]
