@@ -75,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     check = psub.add_parser("check", help="validate policy files; exit 1 on any error")
     check.add_argument("files", nargs="+")
     psub.add_parser("schema", help="print the policy JSON Schema (for editors)")
+    explain = psub.add_parser("explain", help="show which route a request takes, and why")
+    explain.add_argument("--policy", required=True)
+    explain.add_argument("--request", required=True, help="a JSON file with the request body (or - for stdin)")
+    explain.add_argument("--endpoint", default="chat", choices=["chat", "completions", "embeddings"])
+    explain.add_argument("--team")
+    explain.add_argument("--user")
+    explain.add_argument("--key", help="the key id")
+    explain.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
+    explain.add_argument("--budget", action="append", default=[], metavar="SCOPE.FIELD=NUMBER",
+                         help="a budget fact, e.g. team.remaining_pct=12")
+    explain.add_argument("--unhealthy", action="append", default=[], metavar="MODEL_ID",
+                         help="treat this model's circuit as open")
+    explain.add_argument("--json", action="store_true")
+    ptest = psub.add_parser("test", help="run policy test cases (*.tests.yaml)")
+    ptest.add_argument("paths", nargs="*", default=["policies"], help="case files or folders (default: policies)")
     return parser
 
 
@@ -141,6 +156,14 @@ async def _keys(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace) -> int:
+    if args.policy_command == "explain":
+        from gateway.policy_cli import explain
+
+        return explain(args)
+    if args.policy_command == "test":
+        from gateway.policy_cli import run_tests
+
+        return run_tests(args.paths)
     if args.policy_command == "schema":
         from gateway.policy.schema import json_schema
 

@@ -17,20 +17,19 @@ from typing import Any, Mapping
 
 import orjson
 
-from gateway import metrics, tokens
+from gateway import metrics
 from gateway.errors import (GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamClientError,
                             UpstreamError)
 from gateway.health import Breakers, Limits
 from gateway.keys import KeyStore, Principal
 from gateway.policy import Policy, RequestFacts, RoutePlan, decide
+from gateway.policy.facts import ENDPOINT_KIND, request_facts
 from gateway.upstream import UpstreamCall, UpstreamResponse, Upstreams, UpstreamStream
 from gateway.upstream.replay import ReplayStream
 from gateway.usage import Usage
 
 log = logging.getLogger("gateway.access")
 
-ENDPOINT_KIND = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
-_JSON_FORMATS = ("json_object", "json_schema")
 
 
 @dataclass(slots=True)
@@ -90,48 +89,13 @@ class Pipeline:
         ctx.principal = await self.keys.authenticate(token)
         return ctx.principal
 
-    def facts(self, ctx: RequestContext, body: dict[str, Any], policy: Policy) -> RequestFacts:
-        p = ctx.principal
-        assert p is not None, "authenticate first"
-        wanted = policy.fields
-        fmt = body.get("response_format")
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        prompt_tokens = None
-        if policy.needs_prompt_tokens or (
-                policy.min_context_window is not None
-                and tokens.prompt_chars(body) + (max_tokens or 0) > policy.min_context_window):
-            prompt_tokens = tokens.count_request(body, body.get("model", ""))
-        headers: dict[str, str] = {}
-        metadata: dict[str, Any] = {}
-        if any(f.startswith(("headers.", "metadata.")) for f in wanted):
-            headers = {k.lower(): v for k, v in ctx.headers.items()}
-            meta = body.get("metadata")
-            metadata = dict(meta) if isinstance(meta, dict) else {}
-            for k, v in headers.items():
-                if k.startswith("x-gateway-metadata-"):
-                    metadata.setdefault(k[len("x-gateway-metadata-"):], v)
-        grounding = body.get("grounding")
-        return RequestFacts(
-            model=body["model"],
-            endpoint=ENDPOINT_KIND[ctx.endpoint],
-            key=p.key_id,
-            team=p.team,
-            user=p.user or (body.get("user") if isinstance(body.get("user"), str) else None),
-            stream=ctx.stream,
-            tools=bool(body.get("tools")),
-            documents=bool(isinstance(grounding, dict) and grounding.get("documents")),
-            json_mode=isinstance(fmt, dict) and fmt.get("type") in _JSON_FORMATS,
-            vision=_has_images(body),
-            prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-            headers=headers,
-            metadata=metadata,
-        )
-
     async def run(self, ctx: RequestContext, body: dict[str, Any]) -> UpstreamResponse | UpstreamStream:
         policy = self.policy
         ctx.stream = bool(body.get("stream"))
-        facts = self.facts(ctx, body, policy)
+        p = ctx.principal
+        assert p is not None, "authenticate first"
+        facts = request_facts(body, policy, endpoint=ctx.endpoint, key=p.key_id, team=p.team, user=p.user,
+                              headers=ctx.headers)
         plan = decide(facts, policy, self.breakers.unhealthy())
         if plan is None:
             raise ModelNotFound(f"The model {facts.model!r} does not exist or you do not have access to it.",
@@ -250,14 +214,6 @@ def _unstreamed(body: dict[str, Any]) -> dict[str, Any]:
     out.pop("stream", None)
     out.pop("stream_options", None)
     return out
-
-
-def _has_images(body: dict[str, Any]) -> bool:
-    for m in body.get("messages") or ():
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
-            return True
-    return False
 
 
 class _Released:

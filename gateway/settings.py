@@ -29,6 +29,7 @@ class Settings:
     master_key: Secret | None = field(default=None, repr=False)
     max_body_bytes: int = 10 * 1024 * 1024
     key_cache_ttl: float = 5.0
+    policy_poll_s: float = 1.0  # how often to look for a changed policy file; 0 turns the watcher off
     log_level: str = "info"
 
     @classmethod
@@ -64,6 +65,6 @@ def _coerce(name: str, raw: str) -> Any:
         return Secret(raw)
     if name in ("port", "workers", "max_body_bytes"):
         return int(raw)
-    if name in ("redis_timeout", "key_cache_ttl"):
+    if name in ("redis_timeout", "key_cache_ttl", "policy_poll_s"):
         return float(raw)
     return raw

@@ -67,6 +67,11 @@ def decide(facts: RequestFacts, policy: Policy, unhealthy: frozenset[str] = froz
     return None
 
 
+def why_no_route(facts: RequestFacts, policy: Policy) -> list[str]:
+    """For a request no route takes: why each route did not match."""
+    return [f"{r.name} ({r.position}): {r.match.why_not(facts)}" for r in policy.routes]
+
+
 def _plan(route: Route, facts: RequestFacts, unhealthy: frozenset[str], trail: tuple[str, ...]) -> RoutePlan:
     arm = None
     if route.action == "split":

@@ -10,7 +10,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, ModelNotFound, PermissionDenied
+from gateway.errors import (AuthenticationFailed, GatewayError, InvalidRequest, ModelNotFound, PermissionDenied,
+                            UnprocessableRequest)
 from gateway.server import protocol
 from gateway.server.protocol import error_response, json_response
 from gateway.server.runtime import Runtime
@@ -86,7 +87,22 @@ async def show_policy(request: Request) -> Response:
         "source": policy.source,
         "sha256": policy.sha256,
         "loaded_at": rt.policy_loaded_at,
+        "last_reload_errors": rt.reloader.last_error,
         "models": sorted(policy.deployments),
         "routes": [{"name": r.name, "position": r.position} for r in policy.routes],
     }
     return Response(orjson.dumps(info), media_type="application/json")
+
+
+@router.post("/policy/reload")
+async def reload_policy(request: Request) -> Response:
+    try:
+        rt = _check_master(request)
+    except GatewayError as exc:
+        return error_response(exc)
+    outcome = await rt.reloader.reload("admin API")
+    if outcome.result == "rejected":
+        err = UnprocessableRequest("The policy file is invalid; the previous policy keeps serving:\n"
+                                   + "\n".join(outcome.errors), code="invalid_policy")
+        return error_response(err)
+    return json_response({"result": outcome.result, "sha256": outcome.sha256, "loaded_at": rt.policy_loaded_at})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from typing import AsyncIterator
 
@@ -21,6 +22,7 @@ from gateway.pipeline import Pipeline
 from gateway.policy import load_policy
 from gateway.server import admin_api, openai_api
 from gateway.server.protocol import error_response, json_response
+from gateway.server.reload import PolicyReloader
 from gateway.server.runtime import Runtime
 from gateway.settings import Settings
 from gateway.upstream import Upstreams
@@ -38,13 +40,23 @@ def create_app(settings: Settings) -> FastAPI:
             redis = store.client(url, settings.redis_timeout)
             upstreams = Upstreams()
             pipeline = Pipeline(policy, KeyStore(redis, settings.redis_prefix, settings.key_cache_ttl), upstreams)
-            app.state.runtime = Runtime(settings, pipeline, redis)
+            reloader = PolicyReloader(pipeline, settings.policy)
+            app.state.runtime = Runtime(settings, pipeline, redis, reloader)
             metrics.POLICY_INFO.set(time.time())
+            loop = asyncio.get_running_loop()
+            background: set[asyncio.Task] = set()
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+                loop.add_signal_handler(signal.SIGHUP, lambda: background.add(
+                    loop.create_task(reloader.reload("SIGHUP"))))
+            if settings.policy_poll_s > 0:
+                background.add(loop.create_task(reloader.watch(settings.policy_poll_s)))
             log.info("gateway ready", extra={"fields": {"policy": policy.source, "sha256": policy.sha256[:12],
                                                         "routes": len(policy.routes)}})
             try:
                 yield
             finally:
+                for task in background:
+                    task.cancel()
                 await upstreams.aclose()
                 await redis.aclose()
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from gateway.pipeline import Pipeline
+from gateway.server.reload import PolicyReloader
 from gateway.settings import Settings
 
 
@@ -16,4 +16,8 @@ class Runtime:
     settings: Settings
     pipeline: Pipeline
     redis: aioredis.Redis
-    policy_loaded_at: float = field(default_factory=time.time)
+    reloader: PolicyReloader
+
+    @property
+    def policy_loaded_at(self) -> float:
+        return self.reloader.loaded_at
