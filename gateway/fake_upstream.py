@@ -17,6 +17,7 @@ Options
   disconnect_after=N   streams: drop the connection after N chunks; non-streams: drop it at once
   malformed=1          answer 200 with a body that is not JSON (streams: a malformed event)
   usage=omit           report no usage (streams: no usage chunk even when asked)
+  finish=REASON        the finish_reason to report (default stop)
   tool=1               answer with a tool call (also the default when tools are given and
                        tool_choice is not "none")
   fail_times=N,key=K   fail (status, default 500) only the first N requests carrying key K
@@ -233,6 +234,7 @@ class FakeUpstream:
                 completion_tokens += count_tokens(call["function"]["arguments"]) + 3
             else:
                 text, finish = self._apply_stop(text, body.get("stop"), opts)
+                finish = opts.get("finish", finish)
                 message["content"] = text
                 completion_tokens += count_tokens(text)
             choices.append({"index": i, "message": message, "finish_reason": finish,
@@ -332,7 +334,7 @@ class FakeUpstream:
                     await resp.write(b"data: {not json\n\n")
                 await event(chunk(i, {"content": word if k == 0 else " " + word}))
             completion_tokens += count_tokens(text)
-            await event(chunk(i, {}, "stop"))
+            await event(chunk(i, {}, opts.get("finish", "stop")))
         if want_usage:
             p = prompt_tokens(body)
             await event(orjson.dumps({**base, "choices": [], "usage": {

@@ -22,7 +22,7 @@ from gateway.errors import (GatewayError, InvalidRequest, ModelNotFound, RateLim
                             UpstreamError)
 from gateway.health import Breakers, Limits
 from gateway.keys import KeyStore, Principal
-from gateway.policy import Policy, RequestFacts, RoutePlan, decide
+from gateway.policy import Policy, RequestFacts, RoutePlan, Step, decide
 from gateway.policy.facts import ENDPOINT_KIND, request_facts
 from gateway.upstream import UpstreamCall, UpstreamResponse, Upstreams, UpstreamStream
 from gateway.upstream.replay import ReplayStream
@@ -113,7 +113,7 @@ class Pipeline:
                        wants_usage: bool) -> UpstreamResponse | UpstreamStream:
         steps = plan.steps
         last_cascade = max((i for i, s in enumerate(steps) if s.kind == "cascade"), default=-1)
-        best: UpstreamResponse | None = None  # an answer a cascade rejected, kept in case nothing better comes
+        best: tuple[UpstreamResponse, Step] | None = None  # a rejected answer, kept in case nothing better comes
         last: GatewayError | None = None
         for i, step in enumerate(steps):
             if ctx.attempts >= plan.max_attempts:
@@ -150,7 +150,7 @@ class Pipeline:
                     assert step.accept is not None
                     if not step.accept.test(answer_facts(result, facts)):
                         metrics.ESCALATIONS.labels(plan.route, d.id).inc()
-                        best = result
+                        best = (result, step)
                         continue
                     if ctx.stream:
                         return ReplayStream(result.body, result.usage, wants_usage)
@@ -158,7 +158,9 @@ class Pipeline:
             return _Released(result, self.limits, d.id, d.max_concurrency)
         if best is not None:
             # Nothing after the rejected answer could answer at all: the rejected answer beats an error.
-            return ReplayStream(best.body, best.usage, wants_usage) if ctx.stream else best
+            answer, step = best
+            ctx.model, ctx.tier = step.deployment.id, step.deployment.tier
+            return ReplayStream(answer.body, answer.usage, wants_usage) if ctx.stream else answer
         assert last is not None
         raise last
 

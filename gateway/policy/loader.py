@@ -22,7 +22,7 @@ from gateway.catalog import Capabilities, Deployment, Pricing
 from gateway.policy import conditions, yamlpos
 from gateway.policy.conditions import Cond
 from gateway.policy.model import Arm, Policy, Route, Settings, Step
-from gateway.policy.schema import OPENAI_COMPATIBLE, PolicySpec
+from gateway.policy.schema import OPENAI_COMPATIBLE, ModelSpec, PolicyShell, RouteSpec
 from gateway.redact import Secret
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -43,7 +43,7 @@ class Issue:
 
 class PolicyError(Exception):
     def __init__(self, issues: list[Issue]) -> None:
-        self.issues = issues
+        self.issues = sorted(issues, key=lambda i: (i.source, i.line or 0))
         super().__init__("\n".join(str(i) for i in issues))
 
 
@@ -68,14 +68,25 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
 
     if not isinstance(data, dict):
         raise PolicyError([issue((), "a policy is a mapping with `models:` and `routes:`")])
-    try:
-        spec = PolicySpec.model_validate(data)
-    except ValidationError as exc:
-        raise PolicyError([issue(tuple(e["loc"]), _explain(e, data)) for e in exc.errors()]) from None
-
     issues: list[Issue] = []
+
+    def validated(model: Any, value: Any, at: tuple) -> Any:
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            issues.extend(issue(at + tuple(e["loc"]), _explain(e, data, at)) for e in exc.errors())
+            return None
+
+    shell = validated(PolicyShell, data, ())
+    if shell is None:
+        raise PolicyError(issues)
+    model_specs = {k: v for k, v in ((k, validated(ModelSpec, v, ("models", k))) for k, v in shell.models.items())
+                   if v is not None}
+    broken_models = set(shell.models) - set(model_specs)
+    route_specs = [(i, validated(RouteSpec, r, ("routes", i))) for i, r in enumerate(shell.routes)]
+
     deployments: dict[str, Deployment] = {}
-    for model_id, m in spec.models.items():
+    for model_id, m in model_specs.items():
         at = ("models", model_id)
         api_key = None
         if m.api_key is not None:
@@ -122,6 +133,8 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
 
     def resolve(ref: Any, at: tuple, kind: str, origin: str, accept: Cond | None = None) -> tuple[Step, ...]:
         if isinstance(ref, str):
+            if ref in broken_models:
+                return ()  # already reported where the model is declared
             if ref not in deployments:
                 issues.append(issue(at, f"no model {ref!r} in models:{_did_you_mean(ref, deployments, True)}"))
                 return ()
@@ -136,7 +149,9 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
     seen_names: dict[str, int] = {}
     names: list[str] = []
     fields: set[str] = set()
-    for i, r in enumerate(spec.routes):
+    for i, r in route_specs:
+        if r is None:
+            continue
         at = ("routes", i)
         if r.name in seen_names:
             issues.append(issue(at + ("name",), f"route name {r.name!r} is already used by routes[{seen_names[r.name]}]"))
@@ -176,21 +191,21 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
             name=r.name, index=i, position=f"{source}:{line}", match=match, models=models, action=(
                 "target" if r.target is not None else "split" if r.split is not None else "cascade"),
             steps=steps, arms=tuple(arms), total_weight=sum(a.weight for a in arms), sticky=r.sticky,
-            fallbacks=fallbacks, max_attempts=r.max_attempts or spec.settings.max_attempts,
+            fallbacks=fallbacks, max_attempts=r.max_attempts or shell.settings.max_attempts,
         ))
 
     if issues:
         raise PolicyError(issues)
     by_model = {name: tuple(r for r in routes if r.models is None or name in r.models) for name in names}
     windows = [d.capabilities.context_window for d in deployments.values() if d.capabilities.context_window]
-    breaker = spec.settings.circuit_breaker
+    breaker = shell.settings.circuit_breaker
     return Policy(
         source=source,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         deployments=deployments,
         routes=tuple(routes),
         model_names=tuple(names),
-        settings=Settings(spec.settings.max_attempts, breaker.failures, breaker.cooldown_s),
+        settings=Settings(shell.settings.max_attempts, breaker.failures, breaker.cooldown_s),
         by_model=by_model,
         generic=tuple(r for r in routes if r.models is None),
         fields=frozenset(fields),
@@ -258,9 +273,9 @@ def _did_you_mean(word: str, options: Any, list_known: bool = False) -> str:
     return ""
 
 
-def _explain(err: dict[str, Any], data: Any) -> str:
+def _explain(err: dict[str, Any], data: Any, at: tuple = ()) -> str:
     kind = err["type"]
-    loc = err["loc"]
+    loc = tuple(at) + tuple(err["loc"])
     if kind == "extra_forbidden":
         key = loc[-1]
         parent: Any = data

@@ -125,6 +125,15 @@ class PolicySpec(Strict):
     routes: list[RouteSpec] = Field(min_length=1)
 
 
+class PolicyShell(Strict):
+    """The top level alone, so that each model and route can be validated (and reported) on its own."""
+
+    version: Literal[1] = 1
+    settings: SettingsSpec = SettingsSpec()
+    models: dict[str, Any] = Field(min_length=1)
+    routes: list[Any] = Field(min_length=1)
+
+
 def json_schema() -> dict:
     schema = PolicySpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
