@@ -18,6 +18,7 @@ predicate can also say why it did not hold, which is what `gateway policy explai
 from __future__ import annotations
 
 import difflib
+import operator
 import re
 from typing import Any, Callable
 
@@ -29,10 +30,9 @@ COMBINATORS = ("all", "any", "not")
 
 
 class Cond:
-    __slots__ = ()
+    """`test(facts) -> bool` is a plain closure set per instance (no method dispatch on the hot path)."""
 
-    def test(self, facts: Any) -> bool:
-        raise NotImplementedError
+    __slots__ = ("test",)
 
     def why_not(self, facts: Any) -> str | None:
         """None when the condition holds, else a short reason."""
@@ -45,8 +45,8 @@ class Cond:
 class TrueCond(Cond):
     __slots__ = ()
 
-    def test(self, facts: Any) -> bool:
-        return True
+    def __init__(self) -> None:
+        self.test = _always
 
     def why_not(self, facts: Any) -> str | None:
         return None
@@ -60,10 +60,8 @@ class FieldCond(Cond):
 
     def __init__(self, name: str, get: Callable[[Any], Any], op: str, value: Any) -> None:
         self.name, self.get, self.op, self.value = name, get, op, value
-        self.check = _CHECKS[op](value)
-
-    def test(self, facts: Any) -> bool:
-        return self.check(self.get(facts))
+        self.check = check = _CHECKS[op](value)
+        self.test = _fused(get, op, value) or (lambda f: check(get(f)))
 
     def why_not(self, facts: Any) -> str | None:
         actual = self.get(facts)
@@ -81,12 +79,7 @@ class AllCond(Cond):
 
     def __init__(self, parts: list[Cond]) -> None:
         self.parts = tuple(parts)
-
-    def test(self, facts: Any) -> bool:
-        for p in self.parts:
-            if not p.test(facts):
-                return False
-        return True
+        self.test = _all_of(tuple(p.test for p in self.parts))
 
     def why_not(self, facts: Any) -> str | None:
         for p in self.parts:
@@ -102,11 +95,9 @@ class AllCond(Cond):
 class AnyCond(AllCond):
     __slots__ = ()
 
-    def test(self, facts: Any) -> bool:
-        for p in self.parts:
-            if p.test(facts):
-                return True
-        return False
+    def __init__(self, parts: list[Cond]) -> None:
+        self.parts = tuple(parts)
+        self.test = _any_of(tuple(p.test for p in self.parts))
 
     def why_not(self, facts: Any) -> str | None:
         reasons = [p.why_not(facts) for p in self.parts]
@@ -120,15 +111,81 @@ class NotCond(Cond):
 
     def __init__(self, inner: Cond) -> None:
         self.inner = inner
-
-    def test(self, facts: Any) -> bool:
-        return not self.inner.test(facts)
+        inner_test = inner.test
+        self.test = lambda f: not inner_test(f)
 
     def why_not(self, facts: Any) -> str | None:
         return None if self.test(facts) else "not: the inner condition holds"
 
     def fields(self) -> set[str]:
         return self.inner.fields()
+
+
+def _always(facts: Any) -> bool:
+    return True
+
+
+def _all_of(tests: tuple[Callable[[Any], bool], ...]) -> Callable[[Any], bool]:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda f: a(f) and b(f)
+    if len(tests) == 3:
+        a, b, c = tests
+        return lambda f: a(f) and b(f) and c(f)
+
+    def every(f: Any) -> bool:
+        for t in tests:
+            if not t(f):
+                return False
+        return True
+
+    return every
+
+
+def _any_of(tests: tuple[Callable[[Any], bool], ...]) -> Callable[[Any], bool]:
+    def some(f: Any) -> bool:
+        for t in tests:
+            if t(f):
+                return True
+        return False
+
+    return some
+
+
+def _fused(get: Callable[[Any], Any], op: str, v: Any) -> Callable[[Any], bool] | None:
+    """One closure per field test for the common operators: the engine's inner loop."""
+    if op == "eq":
+        return lambda f: get(f) == v
+    if op == "in":
+        def member(f: Any) -> bool:
+            x = get(f)
+            try:
+                return x in v
+            except TypeError:  # an unhashable metadata value is in no list of plain values
+                return False
+        return member
+    if op == "regex":
+        search = v.search
+        seen: dict[str, bool] = {}  # model names, teams and header values repeat: remember each verdict
+
+        def matches(f: Any) -> bool:
+            x = get(f)
+            if x.__class__ is not str:
+                return False
+            hit = seen.get(x)
+            if hit is None:
+                hit = search(x) is not None
+                if len(seen) < 4096:
+                    seen[x] = hit
+            return hit
+        return matches
+    if op in ("gt", "gte", "lt", "lte"):
+        cmp = {"gt": float.__gt__, "gte": float.__ge__, "lt": float.__lt__, "lte": float.__le__}[op]
+        fv = float(v)
+        return lambda f: (x := get(f)).__class__ in (int, float) and cmp(float(x), fv)
+    return None
 
 
 _WORDS = {"eq": "", "ne": "other than ", "in": "one of ", "not_in": "outside ", "gt": "> ", "gte": ">= ",
@@ -174,7 +231,7 @@ class FieldTable:
 
     def getter(self, name: str) -> Callable[[Any], Any] | None:
         if name in self.plain:
-            return lambda f, n=name: getattr(f, n, None)
+            return operator.attrgetter(name)
         for prefix in self.prefixes:
             if name.startswith(prefix) and len(name) > len(prefix):
                 parts = name.split(".")
@@ -182,6 +239,8 @@ class FieldTable:
                 if head == "headers":
                     key = ".".join(rest).lower()
                     return lambda f, k=key: f.headers.get(k, _MISSING)
+                if len(rest) == 1:
+                    return lambda f, h=head, k=rest[0]: getattr(f, h).get(k, _MISSING)
                 return lambda f, h=head, r=tuple(rest): _dig(getattr(f, h), r)
         return None
 

@@ -39,7 +39,7 @@ class RequestFacts:
     budget: dict[str, Any] = field(default_factory=dict)  # {"team": {"remaining_pct": 12.5, "exhausted": False}, ...}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per request, and frozen __init__ costs a setattr per field
 class RoutePlan:
     route: str
     position: str
@@ -57,10 +57,10 @@ class RoutePlan:
 
 def decide(facts: RequestFacts, policy: Policy, unhealthy: frozenset[str] = frozenset(),
            trace: bool = False) -> RoutePlan | None:
-    routes = policy.routes if trace else policy.candidates(facts.model)
+    routes = policy.routes if trace else policy.by_model.get(facts.model, policy.generic)
     trail: list[str] = []
     for route in routes:
-        if route.match.test(facts):
+        if route.test(facts):
             return _plan(route, facts, unhealthy, tuple(trail))
         if trace:
             trail.append(f"{route.name} ({route.position}): {route.match.why_not(facts)}")
@@ -76,29 +76,31 @@ def _plan(route: Route, facts: RequestFacts, unhealthy: frozenset[str], trail: t
     arm = None
     if route.action == "split":
         arm = _pick_arm(route, facts)
-        ordered = route.arms[arm].steps + tuple(s for i, a in enumerate(route.arms) if i != arm for s in a.steps)
-        wanted = ordered + route.fallbacks
+        wanted = route.orders[arm]
     else:
-        wanted = route.steps + route.fallbacks
-    steps: list[Step] = []
+        wanted = route.orders[0]
+    floor = route.floor
     skipped: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for step in wanted:
-        d = step.deployment
-        if d.id in seen:
-            continue
-        seen.add(d.id)
-        reason = _incapable(d, facts)
-        if reason is not None:
-            skipped.append((d.id, reason))
-        else:
-            steps.append(step)
+    if floor is not None and (not facts.tools or floor.tools) and (not facts.json_mode or floor.json_mode) \
+            and (not facts.vision or floor.vision) and (
+            floor.context_window is None or facts.prompt_tokens is None
+            or facts.prompt_tokens + (facts.max_tokens or 0) <= floor.context_window):
+        steps = wanted  # every step can serve this request: nothing to check one by one
+    else:
+        kept = []
+        for step in wanted:
+            reason = _incapable(step.deployment, facts)
+            if reason is None:
+                kept.append(step)
+            else:
+                skipped.append((step.deployment.id, reason))
+        steps = tuple(kept)
     if unhealthy and steps:
-        healthy = [s for s in steps if s.deployment.id not in unhealthy]
+        healthy = tuple(s for s in steps if s.deployment.id not in unhealthy)
         if healthy:
             skipped.extend((s.deployment.id, "circuit open") for s in steps if s.deployment.id in unhealthy)
             steps = healthy
-    return RoutePlan(route.name, route.position, route.action, tuple(steps), route.max_attempts, tuple(skipped),
+    return RoutePlan(route.name, route.position, route.action, steps, route.max_attempts, tuple(skipped),
                      arm, trail)
 
 

@@ -21,7 +21,7 @@ from gateway import model_info
 from gateway.catalog import Capabilities, Deployment, Pricing
 from gateway.policy import conditions, yamlpos
 from gateway.policy.conditions import Cond
-from gateway.policy.model import Arm, Policy, Route, Settings, Step
+from gateway.policy.model import Arm, CapabilityFloor, Policy, Route, Settings, Step
 from gateway.policy.schema import OPENAI_COMPATIBLE, ModelSpec, PolicyShell, RouteSpec
 from gateway.redact import Secret
 
@@ -187,7 +187,13 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
             if name not in names:
                 names.append(name)
         line = yamlpos.line_of(at, positions)
+        if arms:
+            orders = tuple(_dedupe(arms[k].steps + tuple(st for j, a in enumerate(arms) if j != k for st in a.steps)
+                                   + fallbacks) for k in range(len(arms)))
+        else:
+            orders = (_dedupe(steps + fallbacks),)
         routes.append(Route(
+            test=match.test, orders=orders, floor=_floor(orders[0]),
             name=r.name, index=i, position=f"{source}:{line}", match=match, models=models, action=(
                 "target" if r.target is not None else "split" if r.split is not None else "cascade"),
             steps=steps, arms=tuple(arms), total_weight=sum(a.weight for a in arms), sticky=r.sticky,
@@ -210,6 +216,27 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
         generic=tuple(r for r in routes if r.models is None),
         fields=frozenset(fields),
         min_context_window=min(windows) if windows else None,
+    )
+
+
+def _dedupe(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    seen: set[str] = set()
+    out = []
+    for step in steps:
+        if step.deployment.id not in seen:
+            seen.add(step.deployment.id)
+            out.append(step)
+    return tuple(out)
+
+
+def _floor(steps: tuple[Step, ...]) -> CapabilityFloor:
+    caps = [s.deployment.capabilities for s in steps]
+    windows = [c.context_window for c in caps if c.context_window is not None]
+    return CapabilityFloor(
+        tools=all(c.tools is not False for c in caps),
+        json_mode=all(c.json_mode is not False for c in caps),
+        vision=all(c.vision is not False for c in caps),
+        context_window=min(windows) if windows else None,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Callable, Literal
 
 from gateway.catalog import Deployment
 from gateway.policy.conditions import Cond
@@ -39,6 +39,18 @@ class Route:
     sticky: str = "user"
     fallbacks: tuple[Step, ...] = ()
     max_attempts: int = 3
+    # Precomputed at load time for the engine's hot path:
+    test: Callable[[Any], bool] = field(default=lambda f: True, repr=False)  # the compiled match
+    orders: tuple[tuple[Step, ...], ...] = ()  # the steps to try, deduplicated: one order, or one per split arm
+    floor: "CapabilityFloor | None" = None  # what every step can do, to skip per-step checks when it suffices
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityFloor:
+    tools: bool
+    json_mode: bool
+    vision: bool
+    context_window: int | None  # the smallest declared window, or None if no step declares one
 
 
 @dataclass(frozen=True, slots=True)
