@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -70,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     _store_args(revoke)
 
+    usage = sub.add_parser("usage", help="the usage ledger")
+    usub = usage.add_subparsers(dest="usage_command", required=True)
+    export = usub.add_parser("export", help="write ledger records (one per request) as CSV or JSON lines")
+    export.add_argument("--since", help="epoch seconds or ISO 8601 (inclusive)")
+    export.add_argument("--until", help="epoch seconds or ISO 8601 (exclusive)")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument("--output", "-o", help="a file (default: stdout)")
+    _store_args(export)
+
     policy = sub.add_parser("policy", help="validate and inspect routing policies")
     psub = policy.add_subparsers(dest="policy_command", required=True)
     check = psub.add_parser("check", help="validate policy files; exit 1 on any error")
@@ -110,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_keys(args))
     if args.command == "policy":
         return _policy(args)
+    if args.command == "usage":
+        return asyncio.run(_usage_export(args))
     return 2
 
 
@@ -152,6 +164,38 @@ async def _keys(args: argparse.Namespace) -> int:
                 print(f"revoked {args.key_id}")
         finally:
             await redis.aclose()
+    return 0
+
+
+async def _usage_export(args: argparse.Namespace) -> int:
+    import csv
+
+    from gateway.ledger import FIELDS, Ledger, parse_time
+
+    settings = _settings(args)
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    count = 0
+    with store.resolve_url(settings.redis_url, settings.data_dir) as url:
+        redis = store.client(url, timeout=30.0)
+        try:
+            ledger = Ledger(redis, settings.redis_prefix, os.path.join(settings.data_dir, "spool"))
+            writer = csv.DictWriter(out, fieldnames=list(FIELDS), extrasaction="ignore") if args.format == "csv" \
+                else None
+            if writer:
+                writer.writeheader()
+            async for record in ledger.records(since, until):
+                count += 1
+                if writer:
+                    writer.writerow(record)
+                else:
+                    out.write(json.dumps(record) + "\n")
+        finally:
+            await redis.aclose()
+            if out is not sys.stdout:
+                out.close()
+    print(f"exported {count} records", file=sys.stderr)
     return 0
 
 

@@ -75,6 +75,18 @@ POLICY_RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+LEDGER_RECORDS = Counter(
+    "gateway_ledger_records_total",
+    "Usage ledger records written, by where they went: stream, spool (Redis unreachable), replayed (spool to stream).",
+    ["destination"],
+    registry=REGISTRY,
+)
+COST = Counter(
+    "gateway_cost_usd_total",
+    "Metered cost in USD, by team, model, tier and route.",
+    ["team", "model", "tier", "route"],
+    registry=REGISTRY,
+)
 POLICY_INFO = Gauge(
     "gateway_policy_loaded_timestamp_seconds",
     "When the active routing policy was loaded.",

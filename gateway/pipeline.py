@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import logging
 import time
+from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import orjson
 
 from gateway import metrics
+from gateway.catalog import Deployment
+from gateway.ledger import Ledger
+from gateway.metering import Meter
+from gateway.pricing import ZERO, usd
 from gateway.errors import (GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamClientError,
                             UpstreamError)
 from gateway.health import Breakers, Limits
@@ -38,12 +43,19 @@ class RequestContext:
     endpoint: str
     headers: Mapping[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    received_at: float = field(default_factory=time.time)
     principal: Principal | None = None
     route: str = "-"
     model: str = "-"
     tier: str = "-"
     attempts: int = 0
     stream: bool = False
+    body: dict[str, Any] | None = None
+    deployment: Deployment | None = None  # the one that answered
+    usage: Usage | None = None
+    cost: Decimal | None = None
+    saved: Decimal | None = None
+    cache: str = "none"  # none, miss, hit, bypass, refresh
 
     def routing_headers(self) -> dict[str, str]:
         return {
@@ -68,9 +80,11 @@ class AnswerFacts:
 
 
 class Pipeline:
-    def __init__(self, policy: Policy, keys: KeyStore, upstreams: Upstreams) -> None:
+    def __init__(self, policy: Policy, keys: KeyStore, upstreams: Upstreams, ledger: Ledger | None = None) -> None:
         self.keys = keys
         self.upstreams = upstreams
+        self.ledger = ledger
+        self.meter = Meter()
         self.breakers = Breakers()
         self.limits = Limits()
         self.policy = policy
@@ -91,6 +105,7 @@ class Pipeline:
 
     async def run(self, ctx: RequestContext, body: dict[str, Any]) -> UpstreamResponse | UpstreamStream:
         policy = self.policy
+        ctx.body = body
         ctx.stream = bool(body.get("stream"))
         p = ctx.principal
         assert p is not None, "authenticate first"
@@ -127,7 +142,7 @@ class Pipeline:
             judged = step.accept is not None and i < last_cascade  # this answer must pass before anyone sees it
             stream = ctx.stream and not judged
             ctx.attempts += 1
-            ctx.model, ctx.tier = d.id, d.tier
+            ctx.model, ctx.tier, ctx.deployment = d.id, d.tier, d
             call = UpstreamCall(endpoint=ctx.endpoint, body=body if stream == ctx.stream else _unstreamed(body),
                                 stream=stream, client_wants_usage=wants_usage, request_id=ctx.request_id)
             try:
@@ -159,20 +174,61 @@ class Pipeline:
         if best is not None:
             # Nothing after the rejected answer could answer at all: the rejected answer beats an error.
             answer, step = best
-            ctx.model, ctx.tier = step.deployment.id, step.deployment.tier
+            ctx.model, ctx.tier, ctx.deployment = step.deployment.id, step.deployment.tier, step.deployment
             return ReplayStream(answer.body, answer.usage, wants_usage) if ctx.stream else answer
         assert last is not None
         raise last
 
-    def record(self, ctx: RequestContext, status: int, usage: Usage | None = None, error: str | None = None) -> None:
+    # -- metering and recording -------------------------------------------------------------
+
+    def meter_response(self, ctx: RequestContext, result: UpstreamResponse) -> str:
+        """Settle usage and cost for a complete answer; put them in its body. Returns the cost string."""
+        d = ctx.deployment
+        assert d is not None and ctx.body is not None
+        usage = self.meter.response_usage(d, ctx.endpoint, ctx.body, result.body, result.usage)
+        ctx.usage, ctx.cost = usage, self.meter.cost(d, usage)
+        body_usage = result.body.get("usage")
+        if not isinstance(body_usage, dict):
+            body_usage = result.body["usage"] = usage_dict(usage)
+        body_usage["cost_usd"] = usd(ctx.cost)
+        return body_usage["cost_usd"]
+
+    def stream_cost(self, ctx: RequestContext, usage: Usage) -> str:
+        assert ctx.deployment is not None
+        return usd(self.meter.cost(ctx.deployment, usage))
+
+    def meter_stream(self, ctx: RequestContext, streamed_text: str, reported: Usage | None) -> Usage:
+        d = ctx.deployment
+        assert d is not None and ctx.body is not None
+        usage = self.meter.stream_usage(d, ctx.endpoint, ctx.body, streamed_text, reported)
+        ctx.usage, ctx.cost = usage, self.meter.cost(d, usage)
+        return usage
+
+    def finish(self, ctx: RequestContext, status: int, error: str | None = None) -> None:
+        """Once per request, after its last byte: metrics, the ledger record, the access log line."""
         elapsed = time.perf_counter() - ctx.started
         kind = ENDPOINT_KIND.get(ctx.endpoint, ctx.endpoint)
+        usage, p = ctx.usage, ctx.principal
         metrics.REQUESTS.labels(kind, ctx.route, ctx.model, ctx.tier, str(status)).inc()
         metrics.REQUEST_LATENCY.labels(kind, ctx.route, ctx.model).observe(elapsed)
         if usage is not None:
             metrics.TOKENS.labels(ctx.model, ctx.tier, "prompt").inc(usage.prompt_tokens)
             metrics.TOKENS.labels(ctx.model, ctx.tier, "completion").inc(usage.completion_tokens)
-        p = ctx.principal
+        if ctx.cost:
+            metrics.COST.labels(p.team if p else "-", ctx.model, ctx.tier, ctx.route).inc(float(ctx.cost))
+        if self.ledger is not None and p is not None and kind != "models":
+            self.ledger.append({
+                "id": ctx.request_id, "ts": round(ctx.received_at, 3), "key_id": p.key_id, "team": p.team,
+                "user": p.user or "", "route": ctx.route, "model": ctx.model, "tier": ctx.tier,
+                "upstream_model": ctx.deployment.model if ctx.deployment else "", "endpoint": kind,
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "completion_tokens": usage.completion_tokens if usage else 0,
+                "cached_tokens": usage.cached_tokens if usage else 0,
+                "reasoning_tokens": usage.reasoning_tokens if usage else 0,
+                "estimated": int(bool(usage and usage.estimated)), "cost_usd": usd(ctx.cost or ZERO),
+                "saved_usd": usd(ctx.saved or ZERO), "cache": ctx.cache, "latency_ms": round(elapsed * 1000, 2),
+                "status": status, "attempts": ctx.attempts, "stream": int(ctx.stream),
+            })
         if log.isEnabledFor(logging.INFO):
             log.info("request", extra={"fields": {
                 "request_id": ctx.request_id,
@@ -188,8 +244,18 @@ class Pipeline:
                 "stream": ctx.stream,
                 "prompt_tokens": usage.prompt_tokens if usage else None,
                 "completion_tokens": usage.completion_tokens if usage else None,
+                "estimated": usage.estimated if usage else None,
+                "cost_usd": usd(ctx.cost) if ctx.cost is not None else None,
                 "error": error,
             }})
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                           "total_tokens": usage.total_tokens}
+    if usage.estimated:
+        out["estimated"] = True
+    return out
 
 
 def answer_facts(result: UpstreamResponse, facts: RequestFacts) -> AnswerFacts:

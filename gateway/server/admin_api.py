@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from gateway.errors import (AuthenticationFailed, GatewayError, InvalidRequest, ModelNotFound, PermissionDenied,
                             UnprocessableRequest)
+from gateway.ledger import parse_time, summarise
 from gateway.server import protocol
 from gateway.server.protocol import error_response, json_response
 from gateway.server.runtime import Runtime
@@ -106,3 +107,35 @@ async def reload_policy(request: Request) -> Response:
                                    + "\n".join(outcome.errors), code="invalid_policy")
         return error_response(err)
     return json_response({"result": outcome.result, "sha256": outcome.sha256, "loaded_at": rt.policy_loaded_at})
+
+
+_GROUPS = ("team", "model", "tier", "route", "key_id", "user", "endpoint", "cache")
+
+
+@router.get("/usage")
+async def usage_summary(request: Request) -> Response:
+    try:
+        rt = _check_master(request)
+        group_by = request.query_params.get("group_by", "team")
+        if group_by not in _GROUPS:
+            raise InvalidRequest(f"group_by must be one of {', '.join(_GROUPS)}.", param="group_by",
+                                 code="invalid_value")
+        since = _time_param(request, "since")
+        until = _time_param(request, "until")
+        if rt.pipeline.ledger is None:
+            raise InvalidRequest("This gateway keeps no ledger.", code="no_ledger")
+        summary = await summarise(rt.pipeline.ledger, group_by, since, until)
+    except GatewayError as exc:
+        return error_response(exc)
+    return json_response(summary)
+
+
+def _time_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError:
+        raise InvalidRequest(f"Invalid '{name}': use epoch seconds or ISO 8601 (2026-12-01 or "
+                             "2026-12-01T10:00:00Z).", param=name, code="invalid_value") from None

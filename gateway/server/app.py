@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import AsyncIterator
 
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from gateway import metrics, store
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.keys import KeyStore
+from gateway.ledger import Ledger
 from gateway.pipeline import Pipeline
 from gateway.policy import load_policy
 from gateway.server import admin_api, openai_api
@@ -39,7 +41,9 @@ def create_app(settings: Settings) -> FastAPI:
         with store.resolve_url(settings.redis_url, settings.data_dir) as url:
             redis = store.client(url, settings.redis_timeout)
             upstreams = Upstreams()
-            pipeline = Pipeline(policy, KeyStore(redis, settings.redis_prefix, settings.key_cache_ttl), upstreams)
+            ledger = Ledger(redis, settings.redis_prefix, Path(settings.data_dir) / "spool")
+            pipeline = Pipeline(policy, KeyStore(redis, settings.redis_prefix, settings.key_cache_ttl), upstreams,
+                                ledger)
             reloader = PolicyReloader(pipeline, settings.policy)
             app.state.runtime = Runtime(settings, pipeline, redis, reloader)
             metrics.POLICY_INFO.set(time.time())
@@ -50,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
                     loop.create_task(reloader.reload("SIGHUP"))))
             if settings.policy_poll_s > 0:
                 background.add(loop.create_task(reloader.watch(settings.policy_poll_s)))
+            writer = loop.create_task(ledger.run())
             log.info("gateway ready", extra={"fields": {"policy": policy.source, "sha256": policy.sha256[:12],
                                                         "routes": len(policy.routes)}})
             try:
@@ -57,6 +62,10 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 for task in background:
                     task.cancel()
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+                await ledger.flush()  # to the stream, or to the spool if Redis is down
                 await upstreams.aclose()
                 await redis.aclose()
 

@@ -38,19 +38,20 @@ async def _serve(request: Request, endpoint: str, validate: Callable[[dict[str, 
         result = await until_disconnect(request.receive, lambda: pipeline.run(ctx, body))
     except ClientDisconnected:
         metrics.CLIENT_DISCONNECTS.labels(ENDPOINT_KIND[endpoint]).inc()
-        pipeline.record(ctx, 499, error="client_disconnected")
+        pipeline.finish(ctx, 499, error="client_disconnected")
         return Response(status_code=499)
     except GatewayError as exc:
-        pipeline.record(ctx, exc.status, error=exc.code)
+        pipeline.finish(ctx, exc.status, error=exc.code)
         return error_response(exc, ctx.routing_headers())
     except Exception:
         log.exception("request failed", extra={"fields": {"request_id": ctx.request_id}})
-        pipeline.record(ctx, 500, error="internal_error")
+        pipeline.finish(ctx, 500, error="internal_error")
         return error_response(GatewayError(f"The gateway failed to handle request {ctx.request_id}."),
                               ctx.routing_headers())
     if isinstance(result, UpstreamResponse):
-        pipeline.record(ctx, 200, result.usage)
-        return json_response(result.body, ctx.routing_headers())
+        cost = pipeline.meter_response(ctx, result)
+        pipeline.finish(ctx, 200)
+        return json_response(result.body, {**ctx.routing_headers(), "x-gateway-cost-usd": cost})
     return SSEResponse(ctx, result, pipeline)
 
 

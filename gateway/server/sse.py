@@ -8,14 +8,19 @@ after the last byte, with the usage the stream reported.
 from __future__ import annotations
 
 import logging
+
+import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.errors import GatewayError
-from gateway.pipeline import ENDPOINT_KIND, Pipeline, RequestContext
+from gateway.metering import stream_text
+from gateway.pipeline import ENDPOINT_KIND, Pipeline, RequestContext, usage_dict
+from gateway.pricing import ZERO, usd
 from gateway.server.protocol import ClientDisconnected, until_disconnect
 from gateway.upstream import UpstreamStream
+from gateway.usage import Usage
 
 log = logging.getLogger("gateway.server")
 
@@ -31,6 +36,9 @@ class SSEResponse(Response):
         self.ctx = ctx
         self.stream = stream
         self.pipeline = pipeline
+        opts = (ctx.body or {}).get("stream_options")
+        self.wants_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+        self._text: list[str] = []
         self.init_headers({**ctx.routing_headers(), "cache-control": "no-cache", "x-accel-buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,16 +55,37 @@ class SSEResponse(Response):
             status, error = 500, "internal_error"
         finally:
             await self.stream.aclose()
-            self.pipeline.record(self.ctx, status, self.stream.usage, error)
+            if self.ctx.usage is None and self.ctx.deployment is not None:
+                # broken off: bill what was streamed (the upstream generated at least that)
+                self.pipeline.meter_stream(self.ctx, "".join(self._text), self.stream.usage)
+            self.pipeline.finish(self.ctx, status, error)
 
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        text = self._text = []
+        usage_sent = False
         try:
             async for chunk in self.stream:
-                await send({"type": "http.response.body", "body": b"data: " + chunk.raw + b"\n\n", "more_body": True})
+                raw, data = chunk.raw, chunk.data
+                stream_text(data, text)
+                reported = data.get("usage")
+                if reported:  # only there when the client asked for usage: add what it cost
+                    usage_sent = True
+                    data = {**data, "usage": {**reported, "cost_usd": self.pipeline.stream_cost(
+                        self.ctx, Usage.from_openai(reported) or Usage())}}
+                    raw = orjson.dumps(data)
+                await send({"type": "http.response.body", "body": b"data: " + raw + b"\n\n", "more_body": True})
         except GatewayError as exc:
             # Headers are gone already: the failure travels as an SSE error event, which the openai SDK raises.
             await send({"type": "http.response.body", "body": b"data: " + exc.to_json() + b"\n\n", "more_body": False})
             raise
+        usage = self.pipeline.meter_stream(self.ctx, "".join(text), self.stream.usage)
+        if self.wants_usage and not usage_sent:
+            # The client asked for usage and the upstream sent none: send our count, marked estimated.
+            final = {"id": f"chatcmpl-{self.ctx.request_id}", "object": "chat.completion.chunk", "created": int(
+                self.ctx.received_at), "model": self.ctx.deployment.model if self.ctx.deployment else "",
+                "choices": [], "usage": {**usage_dict(usage), "cost_usd": usd(self.ctx.cost or ZERO)}}
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n",
+                        "more_body": True})
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
 
