@@ -15,8 +15,8 @@ import sys
 import time
 
 from gateway import store
-from gateway.launch import serve
 from gateway.keys import KeyStore
+from gateway.launch import serve
 from gateway.settings import Settings
 
 

@@ -17,6 +17,7 @@ Options
   disconnect_after=N   streams: drop the connection after N chunks; non-streams: drop it at once
   malformed=1          answer 200 with a body that is not JSON (streams: a malformed event)
   usage=omit           report no usage (streams: no usage chunk even when asked)
+  cached=N             report N of the prompt tokens as cached (prompt_tokens_details.cached_tokens)
   finish=REASON        the finish_reason to report (default stop)
   tool=1               answer with a tool call (also the default when tools are given and
                        tool_choice is not "none")
@@ -114,6 +115,14 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     if "messages" in body:
         return sum(count_tokens(str(m.get("content") or "")) + 3 for m in body["messages"] if isinstance(m, dict)) + 3
     return count_tokens(prompt_text(body))
+
+
+def usage_body(prompt: int, completion: int, opts: dict[str, str]) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    if "cached" in opts:
+        usage["prompt_tokens_details"] = {"cached_tokens": min(prompt, int(opts["cached"]))}
+    return usage
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -249,8 +258,7 @@ class FakeUpstream:
         }
         if opts.get("usage") != "omit":
             p = prompt_tokens(body)
-            out["usage"] = {"prompt_tokens": p, "completion_tokens": completion_tokens,
-                            "total_tokens": p + completion_tokens}
+            out["usage"] = usage_body(p, completion_tokens, opts)
         self._done()
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
@@ -337,8 +345,7 @@ class FakeUpstream:
             await event(chunk(i, {}, opts.get("finish", "stop")))
         if want_usage:
             p = prompt_tokens(body)
-            await event(orjson.dumps({**base, "choices": [], "usage": {
-                "prompt_tokens": p, "completion_tokens": completion_tokens, "total_tokens": p + completion_tokens}}))
+            await event(orjson.dumps({**base, "choices": [], "usage": usage_body(p, completion_tokens, opts)}))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         self._done()

@@ -41,7 +41,7 @@ class Breakers:
             metrics.CIRCUIT_OPEN.labels(model_id).set(1)
 
 
-class Limits:
+class Concurrency:
     """In-flight calls per deployment, against its `max_concurrency`."""
 
     def __init__(self) -> None:

@@ -10,25 +10,26 @@ once the upstream accepted the request, and recorded when the last byte has gone
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from decimal import Decimal
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Mapping
 
 import orjson
 
 from gateway import metrics
 from gateway.catalog import Deployment
-from gateway.ledger import Ledger
-from gateway.metering import Meter
-from gateway.pricing import ZERO, usd
-from gateway.errors import (GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamClientError,
-                            UpstreamError)
-from gateway.health import Breakers, Limits
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamClientError, UpstreamError
+from gateway.health import Breakers, Concurrency
 from gateway.keys import KeyStore, Principal
+from gateway.ledger import Ledger
+from gateway.limits import Admission, Limits
+from gateway.metering import Meter
 from gateway.policy import Policy, RequestFacts, RoutePlan, Step, decide
 from gateway.policy.facts import ENDPOINT_KIND, request_facts
+from gateway.pricing import ZERO, usd
 from gateway.upstream import UpstreamCall, UpstreamResponse, Upstreams, UpstreamStream
 from gateway.upstream.replay import ReplayStream
 from gateway.usage import Usage
@@ -56,6 +57,7 @@ class RequestContext:
     cost: Decimal | None = None
     saved: Decimal | None = None
     cache: str = "none"  # none, miss, hit, bypass, refresh
+    admission: Admission | None = None  # budgets and rate limits to charge when the answer is complete
 
     def routing_headers(self) -> dict[str, str]:
         return {
@@ -80,13 +82,16 @@ class AnswerFacts:
 
 
 class Pipeline:
-    def __init__(self, policy: Policy, keys: KeyStore, upstreams: Upstreams, ledger: Ledger | None = None) -> None:
+    def __init__(self, policy: Policy, keys: KeyStore, upstreams: Upstreams, ledger: Ledger | None = None,
+                 limits: Limits | None = None) -> None:
         self.keys = keys
         self.upstreams = upstreams
         self.ledger = ledger
+        self.limits = limits
         self.meter = Meter()
+        self._charges: set[asyncio.Task] = set()
         self.breakers = Breakers()
-        self.limits = Limits()
+        self.concurrency = Concurrency()
         self.policy = policy
 
     @property
@@ -109,8 +114,12 @@ class Pipeline:
         ctx.stream = bool(body.get("stream"))
         p = ctx.principal
         assert p is not None, "authenticate first"
+        budget: dict[str, Any] = {}
+        if self.limits is not None and (policy.budgets or policy.rate_limits):
+            ctx.admission = await self.limits.admit(policy, p)  # one round trip; 429 when over a limit
+            budget = ctx.admission.facts
         facts = request_facts(body, policy, endpoint=ctx.endpoint, key=p.key_id, team=p.team, user=p.user,
-                              headers=ctx.headers)
+                              headers=ctx.headers, budget=budget)
         plan = decide(facts, policy, self.breakers.unhealthy())
         if plan is None:
             raise ModelNotFound(f"The model {facts.model!r} does not exist or you do not have access to it.",
@@ -134,7 +143,7 @@ class Pipeline:
             if ctx.attempts >= plan.max_attempts:
                 break
             d = step.deployment
-            if not self.limits.acquire(d.id, d.max_concurrency):
+            if not self.concurrency.acquire(d.id, d.max_concurrency):
                 metrics.AT_CAPACITY.labels(d.id).inc()
                 last = last or RateLimited(f"Every model on route {plan.route!r} is at its concurrency limit.",
                                            code="at_capacity", retry_after=1.0)
@@ -148,10 +157,10 @@ class Pipeline:
             try:
                 result = await self.upstreams.for_deployment(d).send(d, call)
             except UpstreamClientError:
-                self.limits.release(d.id, d.max_concurrency)
+                self.concurrency.release(d.id, d.max_concurrency)
                 raise  # the request itself was refused: another target would refuse it too
             except (UpstreamError, RateLimited) as exc:
-                self.limits.release(d.id, d.max_concurrency)
+                self.concurrency.release(d.id, d.max_concurrency)
                 self.breakers.failure(d.id)
                 metrics.FALLBACKS.labels(plan.route, d.id, exc.code or "error").inc()
                 last = exc
@@ -160,7 +169,7 @@ class Pipeline:
                 continue
             self.breakers.success(d.id)
             if isinstance(result, UpstreamResponse):
-                self.limits.release(d.id, d.max_concurrency)
+                self.concurrency.release(d.id, d.max_concurrency)
                 if judged:
                     assert step.accept is not None
                     if not step.accept.test(answer_facts(result, facts)):
@@ -170,7 +179,7 @@ class Pipeline:
                     if ctx.stream:
                         return ReplayStream(result.body, result.usage, wants_usage)
                 return result
-            return _Released(result, self.limits, d.id, d.max_concurrency)
+            return _Released(result, self.concurrency, d.id, d.max_concurrency)
         if best is not None:
             # Nothing after the rejected answer could answer at all: the rejected answer beats an error.
             answer, step = best
@@ -216,6 +225,11 @@ class Pipeline:
             metrics.TOKENS.labels(ctx.model, ctx.tier, "completion").inc(usage.completion_tokens)
         if ctx.cost:
             metrics.COST.labels(p.team if p else "-", ctx.model, ctx.tier, ctx.route).inc(float(ctx.cost))
+        if ctx.admission is not None and self.limits is not None and usage is not None:
+            task = asyncio.get_running_loop().create_task(
+                self.limits.charge(ctx.admission, ctx.cost or ZERO, usage.total_tokens))
+            self._charges.add(task)
+            task.add_done_callback(self._charges.discard)
         if self.ledger is not None and p is not None and kind != "models":
             self.ledger.append({
                 "id": ctx.request_id, "ts": round(ctx.received_at, 3), "key_id": p.key_id, "team": p.team,
@@ -287,8 +301,8 @@ def _unstreamed(body: dict[str, Any]) -> dict[str, Any]:
 class _Released:
     """A stream that gives its deployment's concurrency slot back when it closes."""
 
-    def __init__(self, inner: UpstreamStream, limits: Limits, model_id: str, limit: int | None) -> None:
-        self._inner, self._limits, self._id, self._limit = inner, limits, model_id, limit
+    def __init__(self, inner: UpstreamStream, slots: Concurrency, model_id: str, limit: int | None) -> None:
+        self._inner, self._slots, self._id, self._limit = inner, slots, model_id, limit
         self._open = limit is not None
 
     @property
@@ -304,4 +318,4 @@ class _Released:
         finally:
             if self._open:
                 self._open = False
-                self._limits.release(self._id, self._limit)
+                self._slots.release(self._id, self._limit)

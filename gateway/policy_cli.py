@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.policy import PolicyError, decide, load_policy
-from gateway.policy.engine import why_no_route
 from gateway.policy.cases import run_case_file
+from gateway.policy.engine import why_no_route
 from gateway.policy.facts import request_facts
 
 

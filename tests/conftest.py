@@ -18,6 +18,10 @@ from support import FakeUpstream, Gateway, start_fake_upstream, start_gateway  #
 POLICIES = Path(__file__).resolve().parent / "policies"
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# tiktoken would download its encodings; litellm ships them (the tests' own independent counts use them)
+from gateway.model_info import ensure_tiktoken_offline  # noqa: E402
+
+ensure_tiktoken_offline()
 
 
 @pytest.fixture(scope="session")

@@ -126,6 +126,7 @@ def start_gateway(policy: Path, redis_url: str | None, prefix: str, tmp: Path, *
     if redis_url:
         env["GATEWAY_REDIS_URL"] = redis_url
     env.update(extra_env or {})
+    tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"gateway-{port}.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env, stdout=log,

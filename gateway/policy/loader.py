@@ -21,7 +21,7 @@ from gateway import model_info
 from gateway.catalog import Capabilities, Deployment, Pricing
 from gateway.policy import conditions, yamlpos
 from gateway.policy.conditions import Cond
-from gateway.policy.model import Arm, CapabilityFloor, Policy, Route, Settings, Step
+from gateway.policy.model import Arm, Budget, CapabilityFloor, Policy, RateLimit, Route, Settings, Step
 from gateway.policy.schema import OPENAI_COMPATIBLE, ModelSpec, PolicyShell, RouteSpec
 from gateway.redact import Secret
 
@@ -200,6 +200,17 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
             fallbacks=fallbacks, max_attempts=r.max_attempts or shell.settings.max_attempts,
         ))
 
+    budgets = []
+    for i, b in enumerate(shell.budgets):
+        if b.on_exhausted == "downgrade" and not any(f.startswith(f"budget.{b.scope}.") for f in fields):
+            issues.append(issue(("budgets", i, "on_exhausted"), f"downgrade needs a route that matches "
+                                f"budget.{b.scope}.* (for example budget.{b.scope}.exhausted: true)"))
+        ids = None if b.match == "*" else frozenset([b.match] if isinstance(b.match, str) else b.match)
+        budgets.append(Budget(b.name or f"{b.scope} budget", b.scope, ids, b.daily_usd, b.monthly_usd,
+                              b.on_exhausted))
+    rate_limits = [RateLimit(r.scope, None if r.match == "*" else frozenset(
+        [r.match] if isinstance(r.match, str) else r.match), r.rpm, r.tpm) for r in shell.rate_limits]
+
     if issues:
         raise PolicyError(issues)
     by_model = {name: tuple(r for r in routes if r.models is None or name in r.models) for name in names}
@@ -211,7 +222,10 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
         deployments=deployments,
         routes=tuple(routes),
         model_names=tuple(names),
-        settings=Settings(shell.settings.max_attempts, breaker.failures, breaker.cooldown_s),
+        settings=Settings(shell.settings.max_attempts, breaker.failures, breaker.cooldown_s,
+                          shell.settings.limits_on_store_error),
+        budgets=tuple(budgets),
+        rate_limits=tuple(rate_limits),
         by_model=by_model,
         generic=tuple(r for r in routes if r.models is None),
         fields=frozenset(fields),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable, Literal
 
 from gateway.catalog import Deployment
@@ -58,6 +59,31 @@ class Settings:
     max_attempts: int = 3
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
+    limits_on_store_error: str = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    name: str
+    scope: str  # team, key, user
+    ids: frozenset[str] | None  # None: each id on its own
+    daily_usd: Decimal | None
+    monthly_usd: Decimal | None
+    on_exhausted: str  # reject, downgrade
+
+    def applies(self, ident: str | None) -> bool:
+        return ident is not None and (self.ids is None or ident in self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    scope: str  # team, key
+    ids: frozenset[str] | None
+    rpm: int | None
+    tpm: int | None
+
+    def applies(self, ident: str | None) -> bool:
+        return ident is not None and (self.ids is None or ident in self.ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +98,8 @@ class Policy:
     generic: tuple[Route, ...] = ()  # routes for any other model name
     fields: frozenset[str] = frozenset()  # every fact some condition reads
     min_context_window: int | None = None
+    budgets: tuple[Budget, ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()
 
     def candidates(self, model: str) -> tuple[Route, ...]:
         return self.by_model.get(model, self.generic)

@@ -116,6 +116,38 @@ class BreakerSpec(Strict):
 class SettingsSpec(Strict):
     max_attempts: int = Field(default=3, ge=1, le=20, description="upstream calls one request may make, in all")
     circuit_breaker: BreakerSpec = BreakerSpec()
+    limits_on_store_error: Literal["open", "closed"] = Field(
+        default="open", description="budgets and rate limits when Redis is unreachable: serve (open) or 503 (closed)")
+
+
+class BudgetSpec(Strict):
+    name: str | None = None
+    scope: Literal["team", "key", "user"]
+    match: str | list[str] = Field(default="*", description="the ids it applies to; '*': each one on its own")
+    daily_usd: Decimal | None = Field(default=None, gt=0)
+    monthly_usd: Decimal | None = Field(default=None, gt=0)
+    on_exhausted: Literal["reject", "downgrade"] = Field(
+        default="reject", description="reject: 429 naming the budget; downgrade: keep serving and let routes "
+                                      "that match budget.<scope>.exhausted pick a cheaper tier")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> "BudgetSpec":
+        if self.daily_usd is None and self.monthly_usd is None:
+            raise ValueError("a budget needs daily_usd, monthly_usd or both")
+        return self
+
+
+class RateLimitSpec(Strict):
+    scope: Literal["team", "key"]
+    match: str | list[str] = Field(default="*", description="the ids it applies to; '*': each one on its own")
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="tokens (prompt + completion) per minute")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> "RateLimitSpec":
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("a rate limit needs rpm, tpm or both")
+        return self
 
 
 class PolicySpec(Strict):
@@ -123,6 +155,8 @@ class PolicySpec(Strict):
     settings: SettingsSpec = SettingsSpec()
     models: dict[str, ModelSpec] = Field(min_length=1)
     routes: list[RouteSpec] = Field(min_length=1)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+    rate_limits: list[RateLimitSpec] = Field(default_factory=list)
 
 
 class PolicyShell(Strict):
@@ -132,6 +166,8 @@ class PolicyShell(Strict):
     settings: SettingsSpec = SettingsSpec()
     models: dict[str, Any] = Field(min_length=1)
     routes: list[Any] = Field(min_length=1)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+    rate_limits: list[RateLimitSpec] = Field(default_factory=list)
 
 
 def json_schema() -> dict:

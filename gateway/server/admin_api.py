@@ -10,8 +10,14 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import (AuthenticationFailed, GatewayError, InvalidRequest, ModelNotFound, PermissionDenied,
-                            UnprocessableRequest)
+from gateway.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    PermissionDenied,
+    UnprocessableRequest,
+)
 from gateway.ledger import parse_time, summarise
 from gateway.server import protocol
 from gateway.server.protocol import error_response, json_response

@@ -20,6 +20,7 @@ from gateway import metrics, store
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.keys import KeyStore
 from gateway.ledger import Ledger
+from gateway.limits import Limits
 from gateway.pipeline import Pipeline
 from gateway.policy import load_policy
 from gateway.server import admin_api, openai_api
@@ -43,7 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
             upstreams = Upstreams()
             ledger = Ledger(redis, settings.redis_prefix, Path(settings.data_dir) / "spool")
             pipeline = Pipeline(policy, KeyStore(redis, settings.redis_prefix, settings.key_cache_ttl), upstreams,
-                                ledger)
+                                ledger, Limits(redis, settings.redis_prefix))
             reloader = PolicyReloader(pipeline, settings.policy)
             app.state.runtime = Runtime(settings, pipeline, redis, reloader)
             metrics.POLICY_INFO.set(time.time())

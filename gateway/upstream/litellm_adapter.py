@@ -10,8 +10,8 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from gateway.errors import GatewayError, RateLimited, UpstreamClientError, UpstreamError, UpstreamTimeout
 from gateway.catalog import Deployment
+from gateway.errors import GatewayError, RateLimited, UpstreamClientError, UpstreamError, UpstreamTimeout
 from gateway.upstream.base import GATEWAY_FIELDS, Chunk, StreamState, UpstreamCall, UpstreamResponse
 from gateway.usage import Usage
 

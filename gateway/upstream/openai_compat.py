@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 
 from gateway import metrics
-from gateway.errors import RateLimited, UpstreamClientError, UpstreamError, UpstreamTimeout
 from gateway.catalog import Deployment
+from gateway.errors import RateLimited, UpstreamClientError, UpstreamError, UpstreamTimeout
 from gateway.upstream.base import Chunk, StreamState, UpstreamCall, UpstreamResponse, upstream_body
 from gateway.usage import Usage
 
