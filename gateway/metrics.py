@@ -87,6 +87,23 @@ COST = Counter(
     ["team", "model", "tier", "route"],
     registry=REGISTRY,
 )
+CACHE = Counter(
+    "gateway_cache_total",
+    "Cache lookups and stores by result: hit, miss, bypass, refresh, error (Redis failed: bypassed), too_large.",
+    ["result"],
+    registry=REGISTRY,
+)
+CACHE_BYTES = Counter(
+    "gateway_cache_stored_bytes_total",
+    "Bytes written to the cache (after compression).",
+    registry=REGISTRY,
+)
+CACHE_SAVED = Counter(
+    "gateway_cache_saved_usd_total",
+    "What cache hits would have cost, by team and model.",
+    ["team", "model"],
+    registry=REGISTRY,
+)
 POLICY_INFO = Gauge(
     "gateway_policy_loaded_timestamp_seconds",
     "When the active routing policy was loaded.",

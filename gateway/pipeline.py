@@ -18,8 +18,10 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 import orjson
+from redis.exceptions import RedisError
 
 from gateway import metrics
+from gateway.cache import Cache, Entry, Lookup, cache_key, deterministic
 from gateway.catalog import Deployment
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamClientError, UpstreamError
 from gateway.health import Breakers, Concurrency
@@ -59,14 +61,20 @@ class RequestContext:
     cache: str = "none"  # none, miss, hit, bypass, refresh
     admission: Admission | None = None  # budgets and rate limits to charge when the answer is complete
 
+    lookup: Lookup | None = None  # the cache entry this request may fill
+    cache_ttl: int = 0
+
     def routing_headers(self) -> dict[str, str]:
-        return {
+        headers = {
             "x-gateway-request-id": self.request_id,
             "x-gateway-route": self.route,
             "x-gateway-model": self.model,
             "x-gateway-tier": self.tier,
             "x-gateway-attempts": str(self.attempts),
         }
+        if self.cache != "none":
+            headers["x-gateway-cache"] = self.cache
+        return headers
 
 
 @dataclass(slots=True)
@@ -83,11 +91,13 @@ class AnswerFacts:
 
 class Pipeline:
     def __init__(self, policy: Policy, keys: KeyStore, upstreams: Upstreams, ledger: Ledger | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, cache: Cache | None = None, prefix: str = "gw:") -> None:
         self.keys = keys
         self.upstreams = upstreams
         self.ledger = ledger
         self.limits = limits
+        self.cache = cache
+        self.prefix = prefix
         self.meter = Meter()
         self._charges: set[asyncio.Task] = set()
         self.breakers = Breakers()
@@ -131,7 +141,91 @@ class Pipeline:
                                  code="no_capable_model")
         opts = body.get("stream_options")
         wants_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
-        return await self._execute(ctx, plan, body, facts, wants_usage)
+        if self.cache is not None and plan.cache.enabled:
+            hit = await self._cache_lookup(ctx, plan, body, wants_usage)
+            if hit is not None:
+                return hit
+        try:
+            return await self._execute(ctx, plan, body, facts, wants_usage)
+        except BaseException:
+            await self.cache_release(ctx)  # nothing to store: let waiting requests go to the upstream
+            raise
+
+    # -- cache ---------------------------------------------------------------------------------
+
+    async def _cache_lookup(self, ctx: RequestContext, plan: RoutePlan, body: dict[str, Any],
+                            wants_usage: bool) -> UpstreamResponse | UpstreamStream | None:
+        assert self.cache is not None and ctx.principal is not None
+        cfg = plan.cache
+        directives = ctx.headers.get("cache-control", "").lower()
+        if "no-store" in directives or not (
+                cfg.nondeterministic or ctx.endpoint == "embeddings" or deterministic(body)):
+            ctx.cache = "bypass"
+            metrics.CACHE.labels("bypass").inc()
+            return None
+        ctx.cache_ttl = cfg.ttl_s
+        asked = ctx.headers.get("x-gateway-cache-ttl")
+        if asked is not None:
+            if not asked.isdigit() or int(asked) < 1:
+                raise InvalidRequest("x-gateway-cache-ttl must be a whole number of seconds.",
+                                     param="x-gateway-cache-ttl", code="invalid_value")
+            ctx.cache_ttl = min(int(asked), cfg.max_ttl_s)
+        p = ctx.principal
+        scope_id = {"team": p.team, "key": p.key_id, "global": "*"}[cfg.scope]
+        key = cache_key(self.prefix, cfg.scope, scope_id, ctx.endpoint,
+                        tuple(s.deployment.id for s in plan.steps), body)
+        try:
+            if "no-cache" in directives:
+                ctx.cache = "refresh"
+                ctx.lookup = Lookup(key)
+                metrics.CACHE.labels("refresh").inc()
+                return None
+            lookup = await self.cache.get(key)
+        except (RedisError, OSError, TimeoutError):
+            ctx.cache = "bypass"
+            metrics.CACHE.labels("error").inc()
+            return None
+        if lookup.entry is None:
+            ctx.cache, ctx.lookup = "miss", lookup
+            metrics.CACHE.labels("miss").inc()
+            return None
+        entry = lookup.entry
+        ctx.cache = "hit"
+        metrics.CACHE.labels("hit").inc()
+        ctx.model, ctx.tier = entry.model, entry.tier
+        ctx.deployment = self.policy.deployments.get(entry.model)
+        ctx.saved = Decimal(entry.cost)
+        usage = Usage.from_openai(entry.usage)
+        if ctx.stream:
+            return ReplayStream(None, usage, wants_usage, chunks=entry.as_chunks()) if entry.chunks is not None \
+                else ReplayStream(entry.as_completion(), usage, wants_usage)
+        return UpstreamResponse(entry.as_completion(), usage)
+
+    def cache_store(self, ctx: RequestContext, entry: Entry) -> None:
+        """Store a complete answer (off the request path), then let waiting identical requests read it."""
+        if self.cache is None or ctx.lookup is None:
+            return
+        lookup, ctx.lookup = ctx.lookup, None
+
+        async def store() -> None:
+            try:
+                await self.cache.put(lookup, entry, ctx.cache_ttl)
+            except (RedisError, OSError, TimeoutError):
+                metrics.CACHE.labels("error").inc()
+            finally:
+                await self.cache.release(lookup)
+
+        self._spawn(store())
+
+    async def cache_release(self, ctx: RequestContext) -> None:
+        if self.cache is not None and ctx.lookup is not None:
+            lookup, ctx.lookup = ctx.lookup, None
+            await self.cache.release(lookup)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._charges.add(task)
+        task.add_done_callback(self._charges.discard)
 
     async def _execute(self, ctx: RequestContext, plan: RoutePlan, body: dict[str, Any], facts: RequestFacts,
                        wants_usage: bool) -> UpstreamResponse | UpstreamStream:
@@ -192,21 +286,32 @@ class Pipeline:
 
     def meter_response(self, ctx: RequestContext, result: UpstreamResponse) -> str:
         """Settle usage and cost for a complete answer; put them in its body. Returns the cost string."""
-        d = ctx.deployment
-        assert d is not None and ctx.body is not None
-        usage = self.meter.response_usage(d, ctx.endpoint, ctx.body, result.body, result.usage)
-        ctx.usage, ctx.cost = usage, self.meter.cost(d, usage)
+        if ctx.cache == "hit":
+            ctx.usage, ctx.cost = result.usage, ZERO
+        else:
+            d = ctx.deployment
+            assert d is not None and ctx.body is not None
+            ctx.usage = self.meter.response_usage(d, ctx.endpoint, ctx.body, result.body, result.usage)
+            ctx.cost = self.meter.cost(d, ctx.usage)
         body_usage = result.body.get("usage")
         if not isinstance(body_usage, dict):
-            body_usage = result.body["usage"] = usage_dict(usage)
+            body_usage = result.body["usage"] = usage_dict(ctx.usage or Usage())
+        if ctx.lookup is not None:
+            stored = {k: v for k, v in body_usage.items() if k != "cost_usd"}
+            self.cache_store(ctx, Entry({k: v for k, v in result.body.items() if k != "usage"}, None, stored,
+                                        usd(ctx.cost), ctx.model, ctx.tier))
         body_usage["cost_usd"] = usd(ctx.cost)
         return body_usage["cost_usd"]
 
     def stream_cost(self, ctx: RequestContext, usage: Usage) -> str:
-        assert ctx.deployment is not None
+        if ctx.cache == "hit" or ctx.deployment is None:
+            return "0"
         return usd(self.meter.cost(ctx.deployment, usage))
 
     def meter_stream(self, ctx: RequestContext, streamed_text: str, reported: Usage | None) -> Usage:
+        if ctx.cache == "hit":
+            ctx.usage, ctx.cost = reported or Usage(), ZERO
+            return ctx.usage
         d = ctx.deployment
         assert d is not None and ctx.body is not None
         usage = self.meter.stream_usage(d, ctx.endpoint, ctx.body, streamed_text, reported)
@@ -225,11 +330,14 @@ class Pipeline:
             metrics.TOKENS.labels(ctx.model, ctx.tier, "completion").inc(usage.completion_tokens)
         if ctx.cost:
             metrics.COST.labels(p.team if p else "-", ctx.model, ctx.tier, ctx.route).inc(float(ctx.cost))
-        if ctx.admission is not None and self.limits is not None and usage is not None:
-            task = asyncio.get_running_loop().create_task(
-                self.limits.charge(ctx.admission, ctx.cost or ZERO, usage.total_tokens))
-            self._charges.add(task)
-            task.add_done_callback(self._charges.discard)
+        if ctx.saved:
+            metrics.CACHE_SAVED.labels(p.team if p else "-", ctx.model).inc(float(ctx.saved))
+        if ctx.admission is not None and self.limits is not None and usage is not None and ctx.cache != "hit":
+            self._spawn(self.limits.charge(ctx.admission, ctx.cost or ZERO, usage.total_tokens))
+        if ctx.lookup is not None:  # ended without storing an answer: release waiting identical requests
+            lookup, ctx.lookup = ctx.lookup, None
+            if self.cache is not None:
+                self._spawn(self.cache.release(lookup))
         if self.ledger is not None and p is not None and kind != "models":
             self.ledger.append({
                 "id": ctx.request_id, "ts": round(ctx.received_at, 3), "key_id": p.key_id, "team": p.team,

@@ -21,6 +21,15 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
+class CachePolicy:
+    enabled: bool = True
+    scope: str = "team"
+    ttl_s: int = 3600
+    max_ttl_s: int = 86400
+    nondeterministic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Arm:
     weight: float
     steps: tuple[Step, ...]
@@ -40,6 +49,7 @@ class Route:
     sticky: str = "user"
     fallbacks: tuple[Step, ...] = ()
     max_attempts: int = 3
+    cache: CachePolicy = CachePolicy()
     # Precomputed at load time for the engine's hot path:
     test: Callable[[Any], bool] = field(default=lambda f: True, repr=False)  # the compiled match
     orders: tuple[tuple[Step, ...], ...] = ()  # the steps to try, deduplicated: one order, or one per split arm

@@ -98,6 +98,7 @@ class RouteSpec(Strict):
                                               description="cheapest first; escalate when `accept` fails")
     fallbacks: list[TargetRef] = Field(default_factory=list, description="tried in order on upstream errors")
     max_attempts: int | None = Field(default=None, ge=1, le=20, description="retry budget for this route")
+    cache: CacheSpec | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> "RouteSpec":
@@ -113,9 +114,22 @@ class BreakerSpec(Strict):
     cooldown_s: float = Field(default=30.0, gt=0, description="seconds before an open circuit lets a trial through")
 
 
+class CacheSpec(Strict):
+    """Response caching; in `settings:` the defaults, on a route an override of any of them."""
+
+    enabled: bool | None = Field(default=None, description="cache this route's answers (default true)")
+    scope: Literal["team", "key", "global"] | None = Field(
+        default=None, description="who shares entries: team (default), key, or global for public content")
+    ttl_s: int | None = Field(default=None, ge=1, description="entry lifetime (default 3600)")
+    max_ttl_s: int | None = Field(default=None, ge=1, description="the most x-gateway-cache-ttl may ask (default 86400)")
+    nondeterministic: bool | None = Field(
+        default=None, description="also cache requests that are not deterministic (no temperature 0, no seed)")
+
+
 class SettingsSpec(Strict):
     max_attempts: int = Field(default=3, ge=1, le=20, description="upstream calls one request may make, in all")
     circuit_breaker: BreakerSpec = BreakerSpec()
+    cache: CacheSpec = CacheSpec()
     limits_on_store_error: Literal["open", "closed"] = Field(
         default="open", description="budgets and rate limits when Redis is unreachable: serve (open) or 503 (closed)")
 

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from gateway import metrics, store
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.cache import Cache
 from gateway.keys import KeyStore
 from gateway.ledger import Ledger
 from gateway.limits import Limits
@@ -44,7 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
             upstreams = Upstreams()
             ledger = Ledger(redis, settings.redis_prefix, Path(settings.data_dir) / "spool")
             pipeline = Pipeline(policy, KeyStore(redis, settings.redis_prefix, settings.key_cache_ttl), upstreams,
-                                ledger, Limits(redis, settings.redis_prefix))
+                                ledger, Limits(redis, settings.redis_prefix), Cache(redis), settings.redis_prefix)
             reloader = PolicyReloader(pipeline, settings.policy)
             app.state.runtime = Runtime(settings, pipeline, redis, reloader)
             metrics.POLICY_INFO.set(time.time())

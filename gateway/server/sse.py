@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.errors import GatewayError
+from gateway.cache import Entry
 from gateway.metering import stream_text
 from gateway.pipeline import ENDPOINT_KIND, Pipeline, RequestContext, usage_dict
 from gateway.pricing import ZERO, usd
@@ -64,10 +65,13 @@ class SSEResponse(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         text = self._text = []
         usage_sent = False
+        keep: list[dict] | None = [] if self.ctx.lookup is not None else None  # for the cache
         try:
             async for chunk in self.stream:
                 raw, data = chunk.raw, chunk.data
                 stream_text(data, text)
+                if keep is not None and data.get("choices"):
+                    keep.append({k: v for k, v in data.items() if k != "usage"})
                 reported = data.get("usage")
                 if reported:  # only there when the client asked for usage: add what it cost
                     usage_sent = True
@@ -80,6 +84,9 @@ class SSEResponse(Response):
             await send({"type": "http.response.body", "body": b"data: " + exc.to_json() + b"\n\n", "more_body": False})
             raise
         usage = self.pipeline.meter_stream(self.ctx, "".join(text), self.stream.usage)
+        if keep:
+            self.pipeline.cache_store(self.ctx, Entry(None, keep, usage_dict(usage), usd(self.ctx.cost or ZERO),
+                                                      self.ctx.model, self.ctx.tier))
         if self.wants_usage and not usage_sent:
             # The client asked for usage and the upstream sent none: send our count, marked estimated.
             final = {"id": f"chatcmpl-{self.ctx.request_id}", "object": "chat.completion.chunk", "created": int(
