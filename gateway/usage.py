@@ -29,4 +29,5 @@ class Usage:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             cached_tokens=int(prompt_details.get("cached_tokens") or 0),
             reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+            estimated=bool(usage.get("estimated")),
         )

@@ -57,9 +57,13 @@ def tiktoken_prompt(messages: list[dict[str, str]], enc) -> int:
 
 
 def ledger_records(redis_url: str, prefix: str, key_id: str | None = None) -> list[dict[str, str]]:
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    rows = r.xrange(prefix + "ledger", "-", "+")
-    return [f for _, f in rows if key_id is None or f.get("key_id") == key_id]
+    r = redis.Redis.from_url(redis_url)
+    records = []
+    for _, fields in r.xrange(prefix + "ledger", "-", "+"):
+        record = {k: v if isinstance(v, str) else str(v) for k, v in json.loads(fields[b"r"]).items()}
+        if key_id is None or record.get("key_id") == key_id:
+            records.append(record)
+    return records
 
 
 def wait_for_records(redis_url: str, prefix: str, key_id: str, count: int, timeout: float = 20.0) -> list[dict]:
@@ -115,7 +119,8 @@ async def _one(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any
 
 def test_ledger_cost_equals_independent_recomputation(metering_gateway, redis_url, redis_prefix) -> None:
     """1,000 mixed requests: four priced tiers (policy prices and litellm's map), streaming and not, usage
-    reported, cached or omitted (then estimated). Cache hits join this mix when the cache lands (issue 5)."""
+    reported, with cached prompt tokens, or omitted (then estimated), and response-cache hits (cost 0,
+    saving what the original cost)."""
     key = metering_gateway.create_key(team="accuracy")
     rng = random.Random(42)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -130,6 +135,10 @@ def test_ledger_cost_equals_independent_recomputation(metering_gateway, redis_ur
         body: dict[str, Any] = {"model": model, "messages": [{"role": "system", "content": "Answer briefly."},
                                                              {"role": "user", "content": text}],
                                 "fake_options": opts}
+        if rng.random() < 0.2:  # deterministic repeats: the response cache answers most of them
+            body["messages"][1]["content"] = f"frequently asked question {rng.randrange(8)}"
+            body["temperature"] = 0
+            body["fake_options"] = rng.choice([{}, {"usage": "omit"}])
         if rng.random() < 0.4:
             body["stream"] = True
             if rng.random() < 0.5:
@@ -150,15 +159,21 @@ def test_ledger_cost_equals_independent_recomputation(metering_gateway, redis_ur
     records = wait_for_records(redis_url, redis_prefix, key_id_of(key), 1000)
     assert len(records) == 1000 and {r["id"] for r in records} == set(by_id)
 
+    hits = [r for r in records if r["cache"] == "hit"]
+    assert len(hits) > 60, len(hits)
+    assert any(r["estimated"] == "1" for r in hits)
+    for r in hits:
+        assert r["cost_usd"] == "0" and Decimal(r["saved_usd"]) == expected_cost(r) > 0
     total_ledger = sum(Decimal(r["cost_usd"]) for r in records)
-    total_expected = sum(expected_cost(r) for r in records)
+    total_expected = sum(expected_cost(r) for r in records if r["cache"] != "hit")
     assert total_ledger == total_expected, (total_ledger, total_expected)  # exact, far below a micro-dollar
     assert total_ledger > 0
     encodings = {"gpt-4o-mini": tiktoken.get_encoding("o200k_base")}
     estimated = 0
     for record in records:
         result, body = by_id[record["id"]]
-        assert Decimal(record["cost_usd"]) == expected_cost(record)
+        if record["cache"] != "hit":
+            assert Decimal(record["cost_usd"]) == expected_cost(record)
         if result["cost"] is not None:  # what the client was told is what the ledger holds
             assert Decimal(result["cost"]) == Decimal(record["cost_usd"])
         if record["estimated"] == "1":
@@ -318,6 +333,8 @@ def test_redis_outage_mid_load_loses_and_doubles_no_ledger_record(upstream_env, 
     try:
         key = gw.create_key(team="outage")
         ids: list[str] = []
+        window: dict[str, float] = {}
+        during: list[str] = []
 
         async def load() -> None:
             sem = asyncio.Semaphore(8)
@@ -330,20 +347,31 @@ def test_redis_outage_mid_load_loses_and_doubles_no_ledger_record(upstream_env, 
                         r = await h.post("/chat/completions", json=body)
                         assert r.status_code == 200, r.text
                         ids.append(r.headers["x-gateway-request-id"])
-                        await asyncio.sleep(0.005)
+                        if "down" in window and "up" not in window:
+                            during.append(ids[-1])
+                        await asyncio.sleep(0.01)
 
                 async def outage() -> None:
                     nonlocal server
-                    await asyncio.sleep(0.7)
+                    await asyncio.sleep(0.3)
                     redis.Redis(port=port).shutdown()  # Redis stops, mid-run
                     server.wait(timeout=10)
-                    await asyncio.sleep(1.5)
+                    window["down"] = time.monotonic()
+                    await asyncio.sleep(1.0)
                     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)  # and comes back
+                    window["up"] = time.monotonic()
 
                 await asyncio.gather(outage(), *(one(i) for i in range(600)))
 
         asyncio.run(load())
         assert len(ids) == 600
+        assert len(during) > 50, "requests were served while Redis was down"
+        for _ in range(50):  # wait for the restarted Redis to answer
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.RedisError:
+                time.sleep(0.1)
         spool = tmp_path / "data" / "spool"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
