@@ -24,7 +24,7 @@ from gateway.ledger import Ledger
 from gateway.limits import Limits
 from gateway.pipeline import Pipeline
 from gateway.policy import load_policy
-from gateway.server import admin_api, openai_api
+from gateway.server import admin_api, grounding_api, openai_api
 from gateway.server.protocol import error_response, json_response
 from gateway.server.reload import PolicyReloader
 from gateway.server.runtime import Runtime
@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(openai_api.router)
     app.include_router(admin_api.router)
+    app.include_router(grounding_api.router)
 
     @app.get("/healthz")
     async def healthz() -> Response:

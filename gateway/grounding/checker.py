@@ -1,0 +1,179 @@
+"""The default grounding checker: CPU only, no model, milliseconds per answer.
+
+For each claim (a sentence or list item of the answer) it finds the passages of the documents
+that best support it and scores that support in [0, 1]:
+
+  coverage   the IDF-weighted share of the claim's content words found in its best passage (a
+             window of consecutive document sentences), or, a little discounted, across all the
+             documents together (a claim can combine facts from two documents);
+  numbers    every number, date or amount in the claim must appear in the documents; each one
+             that does not costs most of the score;
+  names      capitalised names the documents never mention cost heavily;
+  negation   a claim that negates what its best passage affirms (or the reverse) loses half.
+
+Claims that only hedge ("I don't know", "the passages do not say") or restate the question are
+neutral: they cannot be hallucinations. The answer is grounded when every claim's score reaches
+the threshold; its support score is the weakest claim's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.grounding import text as T
+
+# Conversation around the answer rather than claims in it: greetings, offers, headers, framing.
+META = re.compile(
+    r"^(sure|certainly|of course|great|hello|hi)\b|\bi hope (this|that) helps|\blet me know\b|"
+    r"\b(feel free|happy to help|hope this)\b|^passage \d+\s*[:(]|^(document|source|passage|answer|summary)\s*\d*\s*:?$|"
+    r"^(here (is|are)|below (is|are)|the following)\b.{0,80}:$|\bsummary of the (news|article|passages?|text)\b|"
+    r"\b(i can|i will|i'll) (answer|help|summari[sz]e|provide)\b|^in (summary|conclusion),?$|^(overall|therefore),?$",
+    re.I)
+HEDGES = re.compile(
+    r"\b(i (do not|don't|cannot|can't) (know|say|determine|find)|(is|are) not (mentioned|provided|specified|stated)|"
+    r"(does|do) not (mention|provide|specify|say|state|contain|include)|no (information|mention|details?) "
+    r"(is|are|was|about|on|of|regarding)|not enough information|unable to (determine|find|answer)|"
+    r"based on the (provided|given) (passages?|documents?|information|context)|according to the (passages?|documents?))",
+    re.I)
+
+
+@dataclass(slots=True)
+class ClaimResult:
+    text: str
+    start: int
+    end: int
+    supported: bool
+    support_score: float
+    citations: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "start": self.start, "end": self.end, "supported": self.supported,
+                "support_score": round(self.support_score, 4), "citations": self.citations,
+                "reasons": self.reasons}
+
+
+@dataclass(slots=True)
+class GroundingResult:
+    grounded: bool
+    support_score: float
+    claims: list[ClaimResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grounded": self.grounded, "support_score": round(self.support_score, 4),
+                "claims": [c.to_dict() for c in self.claims]}
+
+
+@dataclass(slots=True)
+class _Passage:
+    doc: str
+    text: str
+    tokens: frozenset[str]
+    single: bool  # one sentence (used for the polarity check) or a window of several
+
+
+class Checker:
+    def __init__(self, threshold: float = 0.35, window: int = 2) -> None:
+        self.threshold = threshold
+        self.window = window
+
+    def check(self, response: str, documents: list[dict[str, Any]], question: str | None = None,
+              threshold: float | None = None) -> GroundingResult:
+        threshold = self.threshold if threshold is None else threshold
+        passages, doc_tokens, doc_numbers, doc_names, idf = self._index(documents)
+        question_tokens = set(T.content_tokens(question or ""))
+        claims: list[ClaimResult] = []
+        for span in T.split_claims(response):
+            claims.append(self._claim(span, passages, doc_tokens, doc_numbers, doc_names, idf, question_tokens,
+                                      threshold))
+        judged = [c for c in claims if "neutral" not in c.reasons]
+        score = min((c.support_score for c in judged), default=1.0)
+        return GroundingResult(all(c.supported for c in claims), score, claims)
+
+    def _index(self, documents: list[dict[str, Any]]):
+        passages: list[_Passage] = []
+        df: Counter[str] = Counter()
+        all_tokens: set[str] = set()
+        all_numbers: set[str] = set()
+        all_names: set[str] = set()
+        all_text = []
+        for doc in documents:
+            content = str(doc.get("content", ""))
+            doc_id = str(doc.get("id", ""))
+            all_text.append(content)
+            sentences = [s.text for s in T.split_claims(content)] or [content]
+            for i in range(len(sentences)):
+                for size in range(1, self.window + 1):
+                    if size > 1 and i + size > len(sentences):
+                        break
+                    chunk = " ".join(sentences[i:i + size])
+                    tokens = frozenset(T.content_tokens(chunk))
+                    passages.append(_Passage(doc_id, chunk, tokens, size == 1))
+                    if size == 1:
+                        df.update(tokens)
+                        all_tokens |= tokens
+            all_numbers |= T.numbers(content)
+        joined = "\n".join(all_text)
+        all_names = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'\-]*", joined)}
+        n = max(1, len(passages))
+        idf = {t: math.log(1 + n / (1 + c)) for t, c in df.items()}
+        return passages, all_tokens, all_numbers, all_names, idf
+
+    def _claim(self, span: T.Span, passages: list[_Passage], doc_tokens: set[str], doc_numbers: set[str],
+               doc_names: set[str], idf: dict[str, float], question_tokens: set[str],
+               threshold: float) -> ClaimResult:
+        claim_tokens = T.content_tokens(span.text)
+        unique = set(claim_tokens)
+        stripped = span.text.strip()
+        lead_in = stripped.endswith(":") and len(stripped.split()) <= 16  # introduces what follows
+        if not unique or lead_in or META.search(stripped) or (
+                HEDGES.search(span.text) and len(unique - doc_tokens) <= 3):
+            return ClaimResult(span.text, span.start, span.end, True, 1.0, [], ["neutral"])
+        if question_tokens and unique <= question_tokens | {"answer", "question"}:
+            return ClaimResult(span.text, span.start, span.end, True, 1.0, [], ["neutral", "restates the question"])
+        default_idf = math.log(1 + len(passages) + 1)
+        weight = {t: idf.get(t, default_idf) for t in unique}
+        total = sum(weight.values()) or 1.0
+        best, best_cov, sentence, sentence_cov = None, 0.0, None, 0.0
+        for p in passages:
+            cov = sum(w for t, w in weight.items() if t in p.tokens) / total
+            if cov > best_cov:
+                best, best_cov = p, cov
+            if p.single and cov > sentence_cov:
+                sentence, sentence_cov = p, cov
+        # what the best passage leaves out may come from another document (text split across documents)
+        second, joint_cov = None, best_cov
+        if best is not None and best_cov < 1.0:
+            rest = {t: w for t, w in weight.items() if t not in best.tokens}
+            gain, second = max(((sum(w for t, w in rest.items() if t in p.tokens), p) for p in passages
+                                if p.doc != best.doc), key=lambda x: x[0], default=(0.0, None))
+            if second is not None and gain > 0:
+                joint_cov = best_cov + gain / total
+            else:
+                second = None
+        union_cov = sum(w for t, w in weight.items() if t in doc_tokens) / total
+        score = max(joint_cov, 0.9 * union_cov)
+        reasons: list[str] = []
+        missing_numbers = T.numbers(span.text) - doc_numbers
+        if missing_numbers:
+            score *= 0.25 ** len(missing_numbers)
+            reasons.append("numbers not in the documents: " + ", ".join(sorted(missing_numbers)))
+        missing_names = {n for n in T.names(span.text) if n not in doc_names}
+        if missing_names:
+            score *= 0.5 ** len(missing_names)
+            reasons.append("names not in the documents: " + ", ".join(sorted(missing_names)))
+        if sentence is not None and sentence_cov >= 0.7 and T.negated(span.text) != T.negated(sentence.text):
+            # the claim mirrors one passage closely but flips its polarity: "was" against "was not"
+            score *= 0.5
+            reasons.append("negation differs from the best passage")
+        citations = []
+        if best is not None and best_cov > 0:
+            citations.append(best.doc)
+            if second is not None and joint_cov >= best_cov + 0.1:
+                citations.append(second.doc)
+        score = max(0.0, min(1.0, score))
+        return ClaimResult(span.text, span.start, span.end, score >= threshold, score, citations, reasons)

@@ -1,0 +1,102 @@
+"""Text handling for the grounding checker: claims with offsets, tokens, numbers, names, negations."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+STOPWORDS = frozenset("""a an the and or but if then else of to in on at by for with from as is are was were be been
+being this that these those it its it's he she they them their his her we our you your i me my do does did done
+has have had having will would can could should may might must shall so such than too very also into about over
+under after before between during while which who whom whose what when where why how all any both each few more
+most other some only own same just there here out up down off again further once because until against through
+per via s t""".split())
+NEGATIONS = frozenset("not no never none nor neither cannot without n't nothing nobody nowhere".split())
+NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+                "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+                "thirteen": "13", "fourteen": "14", "fifteen": "15", "twenty": "20", "thirty": "30",
+                "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1000000",
+                "billion": "1000000000", "first": "1", "second": "2", "third": "3", "half": "0.5"}
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+(?:[.,:]\d+)*")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\$?\d[\d,]*(?:\.\d+)?%?")
+_CLAIM_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9*\-•])|\n+")
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    text: str
+    start: int
+    end: int
+
+
+def split_claims(text: str) -> list[Span]:
+    """Sentences and list items, with character offsets into `text`; markup and blank lines dropped."""
+    spans: list[Span] = []
+    pos = 0
+    for m in _CLAIM_END.finditer(text):
+        _add(text, pos, m.start(), spans)
+        pos = m.end()
+    _add(text, pos, len(text), spans)
+    return spans
+
+
+def _add(text: str, start: int, end: int, out: list[Span]) -> None:
+    while start < end and (text[start].isspace() or text[start] in "*-•#>"):
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if end - start >= 3 and any(ch.isalnum() for ch in text[start:end]):
+        out.append(Span(text[start:end], start, end))
+
+
+def stem(word: str) -> str:
+    w = word.lower().strip("'-")
+    if w in NUMBER_WORDS:
+        return NUMBER_WORDS[w]
+    for suffix in ("ingly", "edly", "ings", "ing", "ness", "ment", "ies", "ied", "es", "ed", "ly", "s"):
+        if len(w) > len(suffix) + 3 and w.endswith(suffix):
+            return w[: -len(suffix)] + ("y" if suffix in ("ies", "ied") else "")
+    return w
+
+
+def content_tokens(text: str) -> list[str]:
+    words = (re.sub(r"'s?$", "", w) for w in _WORD.findall(text))
+    return [stem(w) for w in words if w and (w.lower() not in STOPWORDS and len(w) > 1 or w.isdigit())]
+
+
+_TIME = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)?", re.I)
+
+
+def numbers(text: str) -> set[str]:
+    """Numbers, amounts and years, normalised (1,000 -> 1000; $5 -> 5; 12% -> 12). Clock times are
+    left to the word overlap: "4:00 pm" and "16:00" are the same time written two ways."""
+    text = _TIME.sub(" ", text)
+    out = set()
+    for m in _NUMBER.findall(text):
+        n = m.replace(",", "").replace("$", "").lstrip("+").rstrip("%")
+        if n.endswith(".0"):
+            n = n[:-2]
+        if n and n != "-":
+            out.add(n)
+    for w in _WORD.findall(text):
+        if w.lower() in NUMBER_WORDS:
+            out.add(NUMBER_WORDS[w.lower()])
+    return out
+
+
+def names(text: str) -> set[str]:
+    """Capitalised words that are not the first word of a sentence: a cheap stand-in for named entities."""
+    out = set()
+    for sentence in re.split(r"(?<=[.!?:])\s+|\n", text):
+        words = _WORD.findall(sentence)
+        for w in words[1:]:
+            w = re.sub(r"'s?$", "", w)
+            if w[:1].isupper() and w.lower() not in STOPWORDS and len(w) > 2 and not w.isupper():
+                out.add(w.lower())
+    return out
+
+
+def negated(text: str) -> bool:
+    low = text.lower()
+    return any(n in low.split() for n in NEGATIONS) or "n't" in low

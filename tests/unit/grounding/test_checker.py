@@ -1,0 +1,79 @@
+"""The default grounding checker, rule by rule, on hand-written cases."""
+
+from __future__ import annotations
+
+from gateway.grounding import Checker
+from gateway.grounding.text import split_claims
+
+DOCS = [
+    {"id": "report", "content": "Acme Corp reported revenue of $4.2 billion in 2023, up 12% from the year before. "
+                                "Chief executive Maria Lopez said the company would not cut jobs this year. "
+                                "The new factory in Ohio opened in March."},
+    {"id": "profile", "content": "Maria Lopez joined Acme Corp in 2015. Before that she led operations at Globex."},
+]
+check = Checker().check
+
+
+def one(text: str, question: str | None = None):
+    result = check(text, DOCS, question)
+    assert len(result.claims) == 1, result.claims
+    return result, result.claims[0]
+
+
+def test_a_supported_sentence_with_its_citation() -> None:
+    result, claim = one("Acme Corp reported revenue of $4.2 billion in 2023.")
+    assert result.grounded and claim.supported and claim.citations == ["report"]
+    assert claim.support_score > 0.8
+
+
+def test_a_changed_number_is_not_supported() -> None:
+    _, claim = one("Acme Corp reported revenue of $5.7 billion in 2023.")
+    assert not claim.supported and any("5.7" in r for r in claim.reasons)
+    _, claim = one("Acme Corp's revenue grew 21% in 2023.")
+    assert not claim.supported
+
+
+def test_a_swapped_name_is_not_supported() -> None:
+    _, claim = one("Chief executive Daniel Okafor said the company would not cut jobs this year.")
+    assert not claim.supported and any("daniel" in r or "okafor" in r for r in claim.reasons)
+
+
+def test_a_flipped_negation_is_not_supported() -> None:
+    _, claim = one("Chief executive Maria Lopez said the company would cut jobs this year.")
+    assert claim.support_score < one("Chief executive Maria Lopez said the company would not cut jobs this year.")[
+        1].support_score
+    assert not claim.supported or "negation differs from the best passage" in claim.reasons
+
+
+def test_a_supported_paraphrase() -> None:
+    _, claim = one("The company's chief executive, Maria Lopez, said Acme would not cut jobs.")
+    assert claim.supported
+
+
+def test_hedges_and_restating_the_question_are_not_hallucinations() -> None:
+    for text in ("I don't know.", "The documents do not mention the factory's size.",
+                 "Based on the provided passages, here is the answer:"):
+        result, claim = one(text)
+        assert result.grounded and claim.supported and "neutral" in claim.reasons, text
+    result, claim = one("What was Acme's revenue?", question="What was Acme's revenue in 2023?")
+    assert claim.supported
+
+
+def test_a_claim_combining_two_documents() -> None:
+    _, claim = one("Maria Lopez, who joined Acme Corp in 2015, said the company would not cut jobs.")
+    assert claim.supported and set(claim.citations) == {"report", "profile"}
+
+
+def test_an_invented_claim_is_flagged_and_the_answer_is_not_grounded() -> None:
+    result = check("Acme Corp reported revenue of $4.2 billion in 2023. The company also acquired Initech for "
+                   "$800 million.", DOCS)
+    assert not result.grounded
+    assert [c.supported for c in result.claims] == [True, False]
+    assert result.support_score == min(c.support_score for c in result.claims)
+
+
+def test_claims_carry_exact_offsets() -> None:
+    text = "Acme grew 12%.\n\n* The factory is in Ohio.\n- It opened in March!"
+    spans = split_claims(text)
+    assert [s.text for s in spans] == ["Acme grew 12%.", "The factory is in Ohio.", "It opened in March!"]
+    assert all(text[s.start:s.end] == s.text for s in spans)
