@@ -19,6 +19,7 @@ Options
   usage=omit           report no usage (streams: no usage chunk even when asked)
   cached=N             report N of the prompt tokens as cached (prompt_tokens_details.cached_tokens)
   finish=REASON        the finish_reason to report (default stop)
+  say_user=1           answer with the last user message, word for word
   tool=1               answer with a tool call (also the default when tools are given and
                        tool_choice is not "none")
   fail_times=N,key=K   fail (status, default 500) only the first N requests carrying key K
@@ -228,7 +229,7 @@ class FakeUpstream:
         tools = body.get("tools") or []
         tool_choice = body.get("tool_choice")
         use_tool = bool(opts.get("tool")) or (bool(tools) and tool_choice != "none")
-        answers = [self._answer_text(body, f"{seed_text}|{i}", n_words) for i in range(n)]
+        answers = [self._answer_text(body, f"{seed_text}|{i}", n_words, opts) for i in range(n)]
         if stream:
             return await self._chat_stream(request, body, opts, answers, use_tool, tools, tool_choice)
         choices = []
@@ -262,7 +263,12 @@ class FakeUpstream:
         self._done()
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
-    def _answer_text(self, body: dict[str, Any], seed: str, n_words: int) -> str:
+    def _answer_text(self, body: dict[str, Any], seed: str, n_words: int, opts: dict[str, str] | None = None) -> str:
+        if opts and opts.get("say_user"):
+            users = [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)
+                     and m.get("role") == "user" and isinstance(m.get("content"), str)]
+            if users:
+                return users[-1]
         words = words_for(seed, n_words)
         fmt = body.get("response_format") or {}
         if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):

@@ -104,6 +104,19 @@ CACHE_SAVED = Counter(
     ["team", "model"],
     registry=REGISTRY,
 )
+GROUNDING = Counter(
+    "gateway_grounding_checks_total",
+    "Grounding checks of answers, by model, tier and verdict (grounded, ungrounded).",
+    ["model", "tier", "verdict"],
+    registry=REGISTRY,
+)
+SUPPORT = Histogram(
+    "gateway_grounding_support_score",
+    "Support scores of checked answers (the weakest claim's), by model and tier.",
+    ["model", "tier"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+    registry=REGISTRY,
+)
 POLICY_INFO = Gauge(
     "gateway_policy_loaded_timestamp_seconds",
     "When the active routing policy was loaded.",

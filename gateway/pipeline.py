@@ -23,6 +23,9 @@ from redis.exceptions import RedisError
 from gateway import metrics
 from gateway.cache import Cache, Entry, Lookup, cache_key, deterministic
 from gateway.catalog import Deployment
+from gateway.grounding import Checker, GroundingResult
+from gateway.grounding.actions import GroundingRequest, answer_text, grounding_request
+from gateway.grounding.actions import apply as apply_grounding
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamClientError, UpstreamError
 from gateway.health import Breakers, Concurrency
 from gateway.keys import KeyStore, Principal
@@ -63,6 +66,8 @@ class RequestContext:
 
     lookup: Lookup | None = None  # the cache entry this request may fill
     cache_ttl: int = 0
+    grounding_request: GroundingRequest | None = None  # documents to check the answer against
+    grounding: GroundingResult | None = None
 
     def routing_headers(self) -> dict[str, str]:
         headers = {
@@ -74,6 +79,9 @@ class RequestContext:
         }
         if self.cache != "none":
             headers["x-gateway-cache"] = self.cache
+        if self.grounding is not None:
+            headers["x-gateway-grounded"] = "true" if self.grounding.grounded else "false"
+            headers["x-gateway-support-score"] = f"{self.grounding.support_score:.4f}"
         return headers
 
 
@@ -99,6 +107,7 @@ class Pipeline:
         self.cache = cache
         self.prefix = prefix
         self.meter = Meter()
+        self.checker = Checker()
         self._charges: set[asyncio.Task] = set()
         self.breakers = Breakers()
         self.concurrency = Concurrency()
@@ -141,6 +150,9 @@ class Pipeline:
                                  code="no_capable_model")
         opts = body.get("stream_options")
         wants_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+        if ctx.endpoint == "chat/completions":
+            gp = plan.grounding
+            ctx.grounding_request = grounding_request(body, gp.action, gp.threshold, gp.tool_messages)
         if self.cache is not None and plan.cache.enabled:
             hit = await self._cache_lookup(ctx, plan, body, wants_usage)
             if hit is not None:
@@ -266,9 +278,18 @@ class Pipeline:
                 self.concurrency.release(d.id, d.max_concurrency)
                 if judged:
                     assert step.accept is not None
-                    if not step.accept.test(answer_facts(result, facts)):
+                    verdict = answer_facts(result, facts)
+                    g = ctx.grounding_request
+                    if g is not None:  # the accept check reads support_score and grounded
+                        ctx.grounding = self.checker.check(answer_text(result.body), g.documents, g.question,
+                                                           g.threshold)
+                        verdict.support_score = ctx.grounding.support_score
+                        verdict.grounded = ctx.grounding.grounded
+                    escalate = g is not None and g.action == "escalate" and not verdict.grounded
+                    if escalate or not step.accept.test(verdict):
                         metrics.ESCALATIONS.labels(plan.route, d.id).inc()
                         best = (result, step)
+                        ctx.grounding = None
                         continue
                     if ctx.stream:
                         return ReplayStream(result.body, result.usage, wants_usage)
@@ -296,12 +317,34 @@ class Pipeline:
         body_usage = result.body.get("usage")
         if not isinstance(body_usage, dict):
             body_usage = result.body["usage"] = usage_dict(ctx.usage or Usage())
+        g = ctx.grounding_request
+        if g is not None and isinstance(result.body.get("choices"), list):
+            if ctx.grounding is None:
+                ctx.grounding = self.checker.check(answer_text(result.body), g.documents, g.question, g.threshold)
+            self._count_grounding(ctx)
         if ctx.lookup is not None:
             stored = {k: v for k, v in body_usage.items() if k != "cost_usd"}
             self.cache_store(ctx, Entry({k: v for k, v in result.body.items() if k != "usage"}, None, stored,
                                         usd(ctx.cost), ctx.model, ctx.tier))
         body_usage["cost_usd"] = usd(ctx.cost)
+        if g is not None and ctx.grounding is not None:
+            apply_grounding(result.body, ctx.grounding, g)  # after caching: the cache holds the raw answer
         return body_usage["cost_usd"]
+
+    def ground_stream(self, ctx: RequestContext, content: str) -> dict[str, Any] | None:
+        """A streamed answer's check, run on the assembled text; its result travels as a final chunk."""
+        g = ctx.grounding_request
+        if g is None:
+            return None
+        ctx.grounding = self.checker.check(content, g.documents, g.question, g.threshold)
+        self._count_grounding(ctx)
+        return None if g.action == "flag" else ctx.grounding.to_dict()
+
+    def _count_grounding(self, ctx: RequestContext) -> None:
+        assert ctx.grounding is not None
+        verdict = "grounded" if ctx.grounding.grounded else "ungrounded"
+        metrics.GROUNDING.labels(ctx.model, ctx.tier, verdict).inc()
+        metrics.SUPPORT.labels(ctx.model, ctx.tier).observe(ctx.grounding.support_score)
 
     def stream_cost(self, ctx: RequestContext, usage: Usage) -> str:
         if ctx.cache == "hit" or ctx.deployment is None:
@@ -350,6 +393,7 @@ class Pipeline:
                 "estimated": int(bool(usage and usage.estimated)), "cost_usd": usd(ctx.cost or ZERO),
                 "saved_usd": usd(ctx.saved or ZERO), "cache": ctx.cache, "latency_ms": round(elapsed * 1000, 2),
                 "status": status, "attempts": ctx.attempts, "stream": int(ctx.stream),
+                "grounding_score": round(ctx.grounding.support_score, 4) if ctx.grounding is not None else None,
             })
         if log.isEnabledFor(logging.INFO):
             log.info("request", extra={"fields": {

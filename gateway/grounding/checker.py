@@ -133,8 +133,7 @@ class Checker:
         if not unique or lead_in or META.search(stripped) or (
                 HEDGES.search(span.text) and len(unique - doc_tokens) <= 3):
             return ClaimResult(span.text, span.start, span.end, True, 1.0, [], ["neutral"])
-        if question_tokens and unique <= question_tokens | {"answer", "question"}:
-            return ClaimResult(span.text, span.start, span.end, True, 1.0, [], ["neutral", "restates the question"])
+        restates = bool(question_tokens) and unique <= question_tokens | {"answer", "question"}
         default_idf = math.log(1 + len(passages) + 1)
         weight = {t: idf.get(t, default_idf) for t in unique}
         total = sum(weight.values()) or 1.0
@@ -176,4 +175,6 @@ class Checker:
             if second is not None and joint_cov >= best_cov + 0.1:
                 citations.append(second.doc)
         score = max(0.0, min(1.0, score))
+        if restates and score < threshold:  # only repeats the question: nothing asserted, nothing invented
+            return ClaimResult(span.text, span.start, span.end, True, 1.0, [], ["neutral", "restates the question"])
         return ClaimResult(span.text, span.start, span.end, score >= threshold, score, citations, reasons)

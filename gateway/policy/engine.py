@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.catalog import Deployment
-from gateway.policy.model import CachePolicy, Policy, Route, Step
+from gateway.policy.model import CachePolicy, GroundingPolicy, Policy, Route, Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,7 @@ class RoutePlan:
     arm: int | None = None  # split: the arm chosen for this user or key
     trail: tuple[str, ...] = ()  # with trace=True: why each earlier route did not match
     cache: CachePolicy = CachePolicy()
+    grounding: GroundingPolicy = GroundingPolicy()
 
     @property
     def targets(self) -> tuple[Deployment, ...]:
@@ -102,7 +103,7 @@ def _plan(route: Route, facts: RequestFacts, unhealthy: frozenset[str], trail: t
             skipped.extend((s.deployment.id, "circuit open") for s in steps if s.deployment.id in unhealthy)
             steps = healthy
     return RoutePlan(route.name, route.position, route.action, steps, route.max_attempts, tuple(skipped),
-                     arm, trail, route.cache)
+                     arm, trail, route.cache, route.grounding)
 
 
 def _pick_arm(route: Route, facts: RequestFacts) -> int:

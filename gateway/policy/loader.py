@@ -21,7 +21,7 @@ from gateway import model_info
 from gateway.catalog import Capabilities, Deployment, Pricing
 from gateway.policy import conditions, yamlpos
 from gateway.policy.conditions import Cond
-from gateway.policy.model import Arm, Budget, CachePolicy, CapabilityFloor, Policy, RateLimit, Route, Settings, Step
+from gateway.policy.model import Arm, Budget, CachePolicy, GroundingPolicy, CapabilityFloor, Policy, RateLimit, Route, Settings, Step
 from gateway.policy.schema import OPENAI_COMPATIBLE, ModelSpec, PolicyShell, RouteSpec
 from gateway.redact import Secret
 
@@ -193,7 +193,8 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
         else:
             orders = (_dedupe(steps + fallbacks),)
         routes.append(Route(
-            test=match.test, orders=orders, floor=_floor(orders[0]), cache=_cache_policy(shell.settings.cache, r.cache),
+            test=match.test, orders=orders, floor=_floor(orders[0]), cache=_merged(CachePolicy, shell.settings.cache, r.cache),
+            grounding=_merged(GroundingPolicy, shell.settings.grounding, r.grounding),
             name=r.name, index=i, position=f"{source}:{line}", match=match, models=models, action=(
                 "target" if r.target is not None else "split" if r.split is not None else "cascade"),
             steps=steps, arms=tuple(arms), total_weight=sum(a.weight for a in arms), sticky=r.sticky,
@@ -233,12 +234,13 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
     )
 
 
-def _cache_policy(defaults: Any, override: Any) -> CachePolicy:
+def _merged(kind: Any, defaults: Any, override: Any) -> Any:
+    """A route's settings: the policy-wide defaults, overridden key by key by the route's own."""
     merged = {}
     for spec in (defaults, override):
         if spec is not None:
             merged.update({k: v for k, v in spec.model_dump().items() if v is not None})
-    return CachePolicy(**merged)
+    return kind(**merged)
 
 
 def _dedupe(steps: tuple[Step, ...]) -> tuple[Step, ...]:

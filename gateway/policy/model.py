@@ -30,6 +30,13 @@ class CachePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class GroundingPolicy:
+    action: str = "annotate"
+    threshold: float = 0.35
+    tool_messages: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Arm:
     weight: float
     steps: tuple[Step, ...]
@@ -50,6 +57,7 @@ class Route:
     fallbacks: tuple[Step, ...] = ()
     max_attempts: int = 3
     cache: CachePolicy = CachePolicy()
+    grounding: GroundingPolicy = GroundingPolicy()
     # Precomputed at load time for the engine's hot path:
     test: Callable[[Any], bool] = field(default=lambda f: True, repr=False)  # the compiled match
     orders: tuple[tuple[Step, ...], ...] = ()  # the steps to try, deduplicated: one order, or one per split arm

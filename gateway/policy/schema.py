@@ -99,6 +99,7 @@ class RouteSpec(Strict):
     fallbacks: list[TargetRef] = Field(default_factory=list, description="tried in order on upstream errors")
     max_attempts: int | None = Field(default=None, ge=1, le=20, description="retry budget for this route")
     cache: CacheSpec | None = None
+    grounding: GroundingSpec | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> "RouteSpec":
@@ -126,10 +127,22 @@ class CacheSpec(Strict):
         default=None, description="also cache requests that are not deterministic (no temperature 0, no seed)")
 
 
+class GroundingSpec(Strict):
+    """Post-hoc grounding checks; in `settings:` the defaults, on a route an override."""
+
+    action: Literal["annotate", "cite", "flag", "block", "escalate"] | None = Field(
+        default=None, description="annotate (default): attach the result; cite: also insert [n] markers and "
+        "sources; flag: headers and metrics only; block: refuse an ungrounded answer (not streams); escalate: "
+        "in a cascade, an ungrounded answer goes to the next target")
+    threshold: float | None = Field(default=None, ge=0, le=1, description="claim support needed (default 0.35)")
+    tool_messages: bool | None = Field(default=None, description="also treat `tool` role messages as documents")
+
+
 class SettingsSpec(Strict):
     max_attempts: int = Field(default=3, ge=1, le=20, description="upstream calls one request may make, in all")
     circuit_breaker: BreakerSpec = BreakerSpec()
     cache: CacheSpec = CacheSpec()
+    grounding: GroundingSpec = GroundingSpec()
     limits_on_store_error: Literal["open", "closed"] = Field(
         default="open", description="budgets and rate limits when Redis is unreachable: serve (open) or 503 (closed)")
 

@@ -64,12 +64,17 @@ class SSEResponse(Response):
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         text = self._text = []
+        content: list[str] = []
         usage_sent = False
         keep: list[dict] | None = [] if self.ctx.lookup is not None else None  # for the cache
         try:
             async for chunk in self.stream:
                 raw, data = chunk.raw, chunk.data
                 stream_text(data, text)
+                for choice in data.get("choices") or ():
+                    delta = choice.get("delta")
+                    if choice.get("index", 0) == 0 and isinstance(delta, dict) and delta.get("content"):
+                        content.append(delta["content"])
                 if keep is not None and data.get("choices"):
                     keep.append({k: v for k, v in data.items() if k != "usage"})
                 reported = data.get("usage")
@@ -92,6 +97,14 @@ class SSEResponse(Response):
             final = {"id": f"chatcmpl-{self.ctx.request_id}", "object": "chat.completion.chunk", "created": int(
                 self.ctx.received_at), "model": self.ctx.deployment.model if self.ctx.deployment else "",
                 "choices": [], "usage": {**usage_dict(usage), "cost_usd": usd(self.ctx.cost or ZERO)}}
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n",
+                        "more_body": True})
+        report = self.pipeline.ground_stream(self.ctx, "".join(content))
+        if report is not None:
+            # the check ran on the whole answer: its result is the last chunk, choices empty
+            final = {"id": f"chatcmpl-{self.ctx.request_id}", "object": "chat.completion.chunk",
+                     "created": int(self.ctx.received_at), "model": self.ctx.deployment.model
+                     if self.ctx.deployment else "", "choices": [], "grounding": report}
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n",
                         "more_body": True})
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
