@@ -77,50 +77,56 @@ class _Passage:
 
 
 class Checker:
-    def __init__(self, threshold: float = 0.35, window: int = 2) -> None:
+    def __init__(self, threshold: float = 0.35, window: int = 1) -> None:
         self.threshold = threshold
         self.window = window
 
     def check(self, response: str, documents: list[dict[str, Any]], question: str | None = None,
               threshold: float | None = None) -> GroundingResult:
         threshold = self.threshold if threshold is None else threshold
-        passages, doc_tokens, doc_numbers, doc_names, idf = self._index(documents)
+        spans = T.split_claims(response)
+        vocab = {t for span in spans for t in T.content_tokens(span.text)}
+        passages, doc_tokens, doc_numbers, doc_names, idf = self._index(documents, vocab)
         question_tokens = set(T.content_tokens(question or ""))
         claims: list[ClaimResult] = []
-        for span in T.split_claims(response):
+        for span in spans:
             claims.append(self._claim(span, passages, doc_tokens, doc_numbers, doc_names, idf, question_tokens,
                                       threshold))
         judged = [c for c in claims if "neutral" not in c.reasons]
         score = min((c.support_score for c in judged), default=1.0)
         return GroundingResult(all(c.supported for c in claims), score, claims)
 
-    def _index(self, documents: list[dict[str, Any]]):
+    def _index(self, documents: list[dict[str, Any]], vocab: set[str]):
+        """Passages of the documents, keeping only the words the answer uses: nothing else is ever looked up."""
         passages: list[_Passage] = []
         df: Counter[str] = Counter()
         all_tokens: set[str] = set()
         all_numbers: set[str] = set()
-        all_names: set[str] = set()
         all_text = []
         for doc in documents:
             content = str(doc.get("content", ""))
             doc_id = str(doc.get("id", ""))
             all_text.append(content)
             sentences = [s.text for s in T.split_claims(content)] or [content]
-            for i in range(len(sentences)):
-                for size in range(1, self.window + 1):
-                    if size > 1 and i + size > len(sentences):
-                        break
-                    chunk = " ".join(sentences[i:i + size])
-                    tokens = frozenset(T.content_tokens(chunk))
-                    passages.append(_Passage(doc_id, chunk, tokens, size == 1))
-                    if size == 1:
-                        df.update(tokens)
-                        all_tokens |= tokens
+            token_sets = [frozenset(t for t in T.content_tokens(s) if t in vocab) for s in sentences]
+            for i, tokens in enumerate(token_sets):
+                passages.append(_Passage(doc_id, sentences[i], tokens, True))
+                df.update(tokens)
+                all_tokens |= tokens
+                for size in range(2, self.window + 1):
+                    if i + size <= len(sentences):
+                        window = frozenset().union(*token_sets[i:i + size])
+                        passages.append(_Passage(doc_id, " ".join(sentences[i:i + size]), window, False))
             all_numbers |= T.numbers(content)
         joined = "\n".join(all_text)
         all_names = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'\-]*", joined)}
         n = max(1, len(passages))
         idf = {t: math.log(1 + n / (1 + c)) for t, c in df.items()}
+        postings: dict[str, list[int]] = {}
+        for i, p in enumerate(passages):
+            for t in p.tokens:
+                postings.setdefault(t, []).append(i)
+        self._postings = postings
         return passages, all_tokens, all_numbers, all_names, idf
 
     def _claim(self, span: T.Span, passages: list[_Passage], doc_tokens: set[str], doc_numbers: set[str],
@@ -137,9 +143,20 @@ class Checker:
         default_idf = math.log(1 + len(passages) + 1)
         weight = {t: idf.get(t, default_idf) for t in unique}
         total = sum(weight.values()) or 1.0
+        # Score only passages that share one of the claim's rarer words (an inverted index, not a scan): a
+        # passage holding only the claim's most common words cannot cover much of its IDF weight anyway.
+        postings = self._postings
+        cap = max(40, len(passages) // 10)
+        rare = [t for t in weight if 0 < len(postings.get(t, ())) <= cap]
+        candidates: set[int] = set()
+        for t in rare or weight:
+            candidates.update(postings.get(t, ()))
         best, best_cov, sentence, sentence_cov = None, 0.0, None, 0.0
-        for p in passages:
-            cov = sum(w for t, w in weight.items() if t in p.tokens) / total
+        items = tuple(weight.items())
+        for i in candidates:
+            p = passages[i]
+            tokens = p.tokens
+            cov = sum(w for t, w in items if t in tokens) / total
             if cov > best_cov:
                 best, best_cov = p, cov
             if p.single and cov > sentence_cov:
@@ -148,8 +165,15 @@ class Checker:
         second, joint_cov = None, best_cov
         if best is not None and best_cov < 1.0:
             rest = {t: w for t, w in weight.items() if t not in best.tokens}
-            gain, second = max(((sum(w for t, w in rest.items() if t in p.tokens), p) for p in passages
-                                if p.doc != best.doc), key=lambda x: x[0], default=(0.0, None))
+            gains: dict[int, float] = {}
+            for t, w in rest.items():
+                if len(postings.get(t, ())) > cap and len(rest) > 1:
+                    continue  # common words alone never make a second citation
+                for i in postings.get(t, ()):
+                    if passages[i] is not best:
+                        gains[i] = gains.get(i, 0.0) + w
+            top = max(gains, key=gains.__getitem__, default=None)
+            gain, second = (gains[top], passages[top]) if top is not None else (0.0, None)
             if second is not None and gain > 0:
                 joint_cov = best_cov + gain / total
             else:
@@ -172,7 +196,7 @@ class Checker:
         citations = []
         if best is not None and best_cov > 0:
             citations.append(best.doc)
-            if second is not None and joint_cov >= best_cov + 0.1:
+            if second is not None and joint_cov >= best_cov + 0.1 and second.doc not in citations:
                 citations.append(second.doc)
         score = max(0.0, min(1.0, score))
         if restates and score < threshold:  # only repeats the question: nothing asserted, nothing invented

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 STOPWORDS = frozenset("""a an the and or but if then else of to in on at by for with from as is are was were be been
 being this that these those it its it's he she they them their his her we our you your i me my do does did done
@@ -50,6 +51,7 @@ def _add(text: str, start: int, end: int, out: list[Span]) -> None:
         out.append(Span(text[start:end], start, end))
 
 
+@lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     w = word.lower().strip("'-")
     if w in NUMBER_WORDS:
@@ -60,11 +62,37 @@ def stem(word: str) -> str:
     return w
 
 
+def _bare(word: str) -> str:
+    if word.endswith("'s"):
+        return word[:-2]
+    return word[:-1] if word.endswith("'") else word
+
+
+_TOKEN_OF: dict[str, str] = {}  # raw word -> its token ("" for a stopword): one lookup per word of text
+
+
+def _token(word: str) -> str:
+    w = _bare(word)
+    if not w or (w.lower() in STOPWORDS or len(w) <= 1) and not w.isdigit():
+        return ""
+    return stem(w)
+
+
 def content_tokens(text: str) -> list[str]:
-    words = (re.sub(r"'s?$", "", w) for w in _WORD.findall(text))
-    return [stem(w) for w in words if w and (w.lower() not in STOPWORDS and len(w) > 1 or w.isdigit())]
+    out = []
+    cache = _TOKEN_OF
+    for w in _WORD.findall(text):
+        t = cache.get(w)
+        if t is None:
+            if len(cache) > 500_000:
+                cache.clear()
+            t = cache[w] = _token(w)
+        if t:
+            out.append(t)
+    return out
 
 
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")\b", re.I)
 _TIME = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)?", re.I)
 
 
@@ -79,9 +107,8 @@ def numbers(text: str) -> set[str]:
             n = n[:-2]
         if n and n != "-":
             out.add(n)
-    for w in _WORD.findall(text):
-        if w.lower() in NUMBER_WORDS:
-            out.add(NUMBER_WORDS[w.lower()])
+    for w in _NUMBER_WORD.findall(text):
+        out.add(NUMBER_WORDS[w.lower()])
     return out
 
 
