@@ -150,3 +150,31 @@ def assert_openai_shape(obj: Any, name: str) -> None:
     bundle = _schemas()
     schema = {"$schema": bundle["$schema"], "$ref": f"#/$defs/{name}", "$defs": bundle["$defs"]}
     jsonschema.Draft202012Validator(schema).validate(obj)
+
+
+def sse_chat(base_url: str, key: str, body: dict[str, Any]) -> tuple[httpx.Headers, list[dict[str, Any]]]:
+    """Stream a chat completion; check it ends with [DONE] and every chunk has OpenAI's shape."""
+    with httpx.stream("POST", base_url + "/chat/completions", json={**body, "stream": True},
+                      headers={"authorization": f"Bearer {key}"}, timeout=30) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        headers = r.headers
+    assert events and events[-1] == "[DONE]", events[-3:]
+    chunks = [json.loads(e) for e in events[:-1]]
+    for chunk in chunks:
+        assert_openai_shape(chunk, "CreateChatCompletionStreamResponse")
+    return headers, chunks
+
+
+def module_gateway(policy_file: str, log_level: str = "warning"):
+    """A module-scoped fixture: a gateway on tests/policies/<policy_file>, stopped after the module."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def fixture(redis_url, redis_prefix, upstream_env, tmp_path_factory):
+        gw = start_gateway(ROOT / "tests" / "policies" / policy_file, redis_url, redis_prefix,
+                           tmp_path_factory.mktemp(policy_file.split(".")[0]),
+                           extra_env={**upstream_env, "GATEWAY_LOG_LEVEL": log_level})
+        yield gw
+        gw.stop()
+
+    return fixture

