@@ -37,7 +37,17 @@ HEDGES = re.compile(
     r"\b(i (do not|don't|cannot|can't) (know|say|determine|find)|(is|are) not (mentioned|provided|specified|stated)|"
     r"(does|do) not (mention|provide|specify|say|state|contain|include)|no (information|mention|details?) "
     r"(is|are|was|about|on|of|regarding)|not enough information|unable to (determine|find|answer)|"
-    r"based on the (provided|given) (passages?|documents?|information|context)|according to the (passages?|documents?))",
+    r"based on the (provided|given) (passages?|documents?|information|context)|according to the (passages?|documents?)|"
+    r"unable to (answer|provide|determine)|(does|do|did) not (provide|give|offer|include) (enough |any |specific |"
+    r"sufficient )?(information|details|data)|not enough (information|details|context))",
+    re.I)
+# How answers talk about their sources: not claims about the world, so not checked as such.
+SOURCE_REFS = re.compile(
+    r"\(?\b(as )?(mentioned|stated|described|noted|shown|indicated|explained|listed) (in|by) (the )?"
+    r"(passages?|documents?|sources?|context)( \d+((,| and| &) ?\d+)*)?\)?|"
+    r"\(?\b(passages?|documents?|sources?) \d+((,| and| &) ?\d+)*\)?|"
+    r"^(based on|according to|from) (the )?(given |provided |above )?(passages?|documents?|information|context|"
+    r"sources?)( \d+)?,?\s*",
     re.I)
 
 
@@ -50,6 +60,7 @@ class ClaimResult:
     support_score: float
     citations: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    coverage: float = 1.0  # how much of the claim's wording the documents hold, before any penalty
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "start": self.start, "end": self.end, "supported": self.supported,
@@ -77,9 +88,10 @@ class _Passage:
 
 
 class Checker:
-    def __init__(self, threshold: float = 0.35, window: int = 1) -> None:
+    def __init__(self, threshold: float = 0.35, window: int = 1, floor: float = 0.25) -> None:
         self.threshold = threshold
         self.window = window
+        self.floor = floor
 
     def check(self, response: str, documents: list[dict[str, Any]], question: str | None = None,
               threshold: float | None = None) -> GroundingResult:
@@ -132,7 +144,8 @@ class Checker:
     def _claim(self, span: T.Span, passages: list[_Passage], doc_tokens: set[str], doc_numbers: set[str],
                doc_names: set[str], idf: dict[str, float], question_tokens: set[str],
                threshold: float) -> ClaimResult:
-        claim_tokens = T.content_tokens(span.text)
+        claim = SOURCE_REFS.sub(" ", span.text).strip()  # "(Passage 2)", "Based on the passages, ..."
+        claim_tokens = T.content_tokens(claim)
         unique = set(claim_tokens)
         stripped = span.text.strip()
         lead_in = stripped.endswith(":") and len(stripped.split()) <= 16  # introduces what follows
@@ -179,17 +192,20 @@ class Checker:
             else:
                 second = None
         union_cov = sum(w for t, w in weight.items() if t in doc_tokens) / total
-        score = max(joint_cov, 0.9 * union_cov)
+        coverage = max(joint_cov, 0.9 * union_cov)
+        # Missing wording is weak evidence (paraphrase); a number, name or negation the documents
+        # contradict is strong. So coverage moves the score between floor and 1, and penalties multiply.
+        score = self.floor + (1 - self.floor) * coverage
         reasons: list[str] = []
-        missing_numbers = T.numbers(span.text) - doc_numbers
+        missing_numbers = T.numbers(claim) - doc_numbers
         if missing_numbers:
             score *= 0.25 ** len(missing_numbers)
             reasons.append("numbers not in the documents: " + ", ".join(sorted(missing_numbers)))
-        missing_names = {n for n in T.names(span.text) if n not in doc_names}
+        missing_names = {n for n in T.names(claim) if n not in doc_names}
         if missing_names:
             score *= 0.5 ** len(missing_names)
             reasons.append("names not in the documents: " + ", ".join(sorted(missing_names)))
-        if sentence is not None and sentence_cov >= 0.7 and T.negated(span.text) != T.negated(sentence.text):
+        if sentence is not None and sentence_cov >= 0.7 and T.negated(claim) != T.negated(sentence.text):
             # the claim mirrors one passage closely but flips its polarity: "was" against "was not"
             score *= 0.5
             reasons.append("negation differs from the best passage")
@@ -201,4 +217,4 @@ class Checker:
         score = max(0.0, min(1.0, score))
         if restates and score < threshold:  # only repeats the question: nothing asserted, nothing invented
             return ClaimResult(span.text, span.start, span.end, True, 1.0, [], ["neutral", "restates the question"])
-        return ClaimResult(span.text, span.start, span.end, score >= threshold, score, citations, reasons)
+        return ClaimResult(span.text, span.start, span.end, score >= threshold, score, citations, reasons, coverage)
