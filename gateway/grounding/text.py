@@ -21,6 +21,7 @@ NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", 
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+(?:[.,:]\d+)*")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\$?\d[\d,]*(?:\.\d+)?%?")
+_ALNUM = re.compile(r"[^\W_]")
 _CLAIM_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9*\-•])|\n+")
 
 
@@ -47,7 +48,7 @@ def _add(text: str, start: int, end: int, out: list[Span]) -> None:
         start += 1
     while end > start and text[end - 1].isspace():
         end -= 1
-    if end - start >= 3 and any(ch.isalnum() for ch in text[start:end]):
+    if end - start >= 3 and _ALNUM.search(text, start, end):
         out.append(Span(text[start:end], start, end))
 
 
@@ -92,7 +93,8 @@ def content_tokens(text: str) -> list[str]:
     return out
 
 
-_NUMBER_WORD = re.compile(r"\b(" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")\b", re.I)
+_LOWER_WORD = re.compile(r"[a-z]+")  # one cheap pass; an alternation of ~30 words is tried at every position
+_NUMBER_WORD_NAMES = frozenset(NUMBER_WORDS)
 _TIME = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)?", re.I)
 
 
@@ -107,8 +109,8 @@ def numbers(text: str) -> set[str]:
             n = n[:-2]
         if n and n != "-":
             out.add(n)
-    for w in _NUMBER_WORD.findall(text):
-        out.add(NUMBER_WORDS[w.lower()])
+    for w in _NUMBER_WORD_NAMES.intersection(_LOWER_WORD.findall(text.lower())):
+        out.add(NUMBER_WORDS[w])
     return out
 
 
