@@ -47,6 +47,7 @@ local nb = tonumber(ARGV[2])
 local spent = {}
 for i = 1, nb do spent[i] = redis.call('GET', KEYS[i]) or '0' end
 local worst = 0
+local worst_at = 0
 local updates = {}
 local j = 3
 for k = nb + 1, #KEYS do
@@ -62,12 +63,12 @@ for k = nb + 1, #KEYS do
   else
     wait = tat - now - 60.0 + interval
   end
-  if wait > worst then worst = wait end
+  if wait > worst then worst = wait; worst_at = k - nb end
   if kind == 'r' then updates[#updates + 1] = {KEYS[k], tat + interval} end
 end
-if worst > 0 then return {0, tostring(worst), spent} end
+if worst > 0 then return {0, tostring(worst), spent, worst_at} end
 for _, u in ipairs(updates) do redis.call('SET', u[1], tostring(u[2]), 'EX', 180) end
-return {1, '0', spent}
+return {1, '0', spent, 0}
 """
 
 # KEYS: budget counters..., then token-limit TAT keys. ARGV[1] now, ARGV[2] pico-dollars,
@@ -139,7 +140,7 @@ class Limits:
         for _, kind, _, limit in limits:
             args.extend((kind, limit))
         try:
-            ok, wait, spent = await self._admit(keys=[k for *_, k, _, _ in periods] + [k for *_, k, _ in limits],
+            ok, wait, spent, over = await self._admit(keys=[k for *_, k, _, _ in periods] + [k for *_, k, _ in limits],
                                                 args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             metrics.STORE_ERRORS.labels("limits").inc()
@@ -150,7 +151,7 @@ class Limits:
                         extra={"fields": {"error": type(exc).__name__}})
             return Admission()
         if not int(ok):
-            r, kind = self._worst_limit(limits)
+            r, kind, _, _ = limits[int(over) - 1]  # the limit with the longest wait, as the script found it
             per = "requests" if kind == "r" else "tokens"
             raise RateLimited(f"Rate limit reached for {r.scope} {_ident(r.scope, p)!r}: "
                               f"{r.rpm if kind == 'r' else r.tpm} {per} per minute.", retry_after=float(wait))
@@ -158,10 +159,6 @@ class Limits:
                               budget_keys=[(k, ttl) for _, _, k, _, ttl in periods])
         self._budget_facts(periods, spent, p, now, admission.facts)
         return admission
-
-    @staticmethod
-    def _worst_limit(limits: list[tuple[RateLimit, str, str, int]]) -> tuple[RateLimit, str]:
-        return limits[0][0], limits[0][1]  # the message names the first; Retry-After is the longest wait
 
     @staticmethod
     def _budget_facts(periods: list, spent: list, p: Principal, now: float, facts: dict[str, Any]) -> None:

@@ -80,6 +80,18 @@ class GroundingResult:
 
 
 @dataclass(slots=True)
+class _Index:
+    """One check's view of its documents: built per call, never kept on the (shared) checker."""
+
+    passages: list["_Passage"]
+    tokens: set[str]  # every answer word the documents hold
+    numbers: set[str]
+    names: set[str]
+    idf: dict[str, float]
+    postings: dict[str, list[int]]  # word -> the passages holding it
+
+
+@dataclass(slots=True)
 class _Passage:
     doc: str
     text: str
@@ -98,17 +110,14 @@ class Checker:
         threshold = self.threshold if threshold is None else threshold
         spans = T.split_claims(response)
         vocab = {t for span in spans for t in T.content_tokens(span.text)}
-        passages, doc_tokens, doc_numbers, doc_names, idf = self._index(documents, vocab)
+        index = self._index(documents, vocab)
         question_tokens = set(T.content_tokens(question or ""))
-        claims: list[ClaimResult] = []
-        for span in spans:
-            claims.append(self._claim(span, passages, doc_tokens, doc_numbers, doc_names, idf, question_tokens,
-                                      threshold))
+        claims = [self._claim(span, index, question_tokens, threshold) for span in spans]
         judged = [c for c in claims if "neutral" not in c.reasons]
         score = min((c.support_score for c in judged), default=1.0)
         return GroundingResult(all(c.supported for c in claims), score, claims)
 
-    def _index(self, documents: list[dict[str, Any]], vocab: set[str]):
+    def _index(self, documents: list[dict[str, Any]], vocab: set[str]) -> _Index:
         """Passages of the documents, keeping only the words the answer uses: nothing else is ever looked up."""
         passages: list[_Passage] = []
         df: Counter[str] = Counter()
@@ -138,12 +147,10 @@ class Checker:
         for i, p in enumerate(passages):
             for t in p.tokens:
                 postings.setdefault(t, []).append(i)
-        self._postings = postings
-        return passages, all_tokens, all_numbers, all_names, idf
+        return _Index(passages, all_tokens, all_numbers, all_names, idf, postings)
 
-    def _claim(self, span: T.Span, passages: list[_Passage], doc_tokens: set[str], doc_numbers: set[str],
-               doc_names: set[str], idf: dict[str, float], question_tokens: set[str],
-               threshold: float) -> ClaimResult:
+    def _claim(self, span: T.Span, index: _Index, question_tokens: set[str], threshold: float) -> ClaimResult:
+        passages, doc_tokens, idf, postings = index.passages, index.tokens, index.idf, index.postings
         claim = SOURCE_REFS.sub(" ", span.text).strip()  # "(Passage 2)", "Based on the passages, ..."
         claim_tokens = T.content_tokens(claim)
         unique = set(claim_tokens)
@@ -158,7 +165,6 @@ class Checker:
         total = sum(weight.values()) or 1.0
         # Score only passages that share one of the claim's rarer words (an inverted index, not a scan): a
         # passage holding only the claim's most common words cannot cover much of its IDF weight anyway.
-        postings = self._postings
         cap = max(40, len(passages) // 10)
         rare = [t for t in weight if 0 < len(postings.get(t, ())) <= cap]
         candidates: set[int] = set()
@@ -197,11 +203,11 @@ class Checker:
         # contradict is strong. So coverage moves the score between floor and 1, and penalties multiply.
         score = self.floor + (1 - self.floor) * coverage
         reasons: list[str] = []
-        missing_numbers = T.numbers(claim) - doc_numbers
+        missing_numbers = T.numbers(claim) - index.numbers
         if missing_numbers:
             score *= 0.25 ** len(missing_numbers)
             reasons.append("numbers not in the documents: " + ", ".join(sorted(missing_numbers)))
-        missing_names = {n for n in T.names(claim) if n not in doc_names}
+        missing_names = {n for n in T.names(claim) if n not in index.names}
         if missing_names:
             score *= 0.5 ** len(missing_names)
             reasons.append("names not in the documents: " + ", ".join(sorted(missing_names)))

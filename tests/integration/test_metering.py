@@ -306,6 +306,8 @@ def test_tpm_limit_and_sdk_honours_retry_after(metering_gateway) -> None:
             used += c.chat.completions.create(**body).usage.total_tokens
             time.sleep(0.02)  # let the charge land
     assert 550 <= used <= 650, used  # about a minute's worth (600 tokens) went through
+    # the message names the limit that was reached, not merely the first that applies (the key's rpm)
+    assert "600 tokens per minute" in info.value.body["message"], info.value.body["message"]
     retry = float(info.value.response.headers["retry-after-ms"]) / 1000
     assert 0 < retry < 10
     started = time.monotonic()

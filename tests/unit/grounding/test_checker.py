@@ -77,3 +77,19 @@ def test_claims_carry_exact_offsets() -> None:
     spans = split_claims(text)
     assert [s.text for s in spans] == ["Acme grew 12%.", "The factory is in Ohio.", "It opened in March!"]
     assert all(text[s.start:s.end] == s.text for s in spans)
+
+
+def test_concurrent_checks_in_threads_do_not_mix_their_documents() -> None:
+    """The API runs large checks in threads on one shared checker: each check must keep its own index."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = Checker()
+    filler = " ".join(f"Unrelated sentence number {i} about widgets and gadgets." for i in range(400))
+    cases = [("Acme Corp reported revenue of $4.2 billion in 2023.", [{"id": "acme", "content": DOCS[0]["content"]
+                                                                       + " " + filler}]),
+             ("Globex opened a plant in Texas in 1999.", [{"id": "globex", "content": "Globex opened a plant in "
+                                                           "Texas in 1999. " + filler}])]
+    expected = [Checker().check(text, docs).to_dict() for text, docs in cases]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda i: shared.check(*cases[i % 2]).to_dict(), range(64)))
+    assert all(r == expected[i % 2] for i, r in enumerate(results))
