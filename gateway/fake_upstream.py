@@ -172,7 +172,8 @@ class FakeUpstream:
 
     # -- common steps --------------------------------------------------------------------------
 
-    async def _begin(self, request: web.Request) -> tuple[dict[str, Any], dict[str, str]]:
+    async def _begin(self, request: web.Request) -> tuple[dict[str, Any], dict[str, str], web.StreamResponse | None]:
+        """Read and count the request; the misbehaviour its options ask for, if any, is the early answer."""
         raw = await request.read()
         body = orjson.loads(raw) if raw else {}
         self.stats.requests += 1
@@ -181,7 +182,8 @@ class FakeUpstream:
                                   "authorization": request.headers.get("authorization"),
                                   "api_key": request.headers.get("x-api-key") or request.headers.get("api-key"),
                                   "x_request_id": request.headers.get("x-request-id")})
-        return body, options_for(request, body)
+        opts = options_for(request, body)
+        return body, opts, await self._misbehave(request, opts, bool(body.get("stream")))
 
     async def _misbehave(self, request: web.Request, opts: dict[str, str], stream: bool) -> web.StreamResponse | None:
         latency = float(opts.get("latency", 0)) / 1000.0
@@ -217,11 +219,10 @@ class FakeUpstream:
 
     @counts_cancellation
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body, opts = await self._begin(request)
-        stream = bool(body.get("stream"))
-        early = await self._misbehave(request, opts, stream)
+        body, opts, early = await self._begin(request)
         if early is not None:
             return early
+        stream = bool(body.get("stream"))
         model = str(body.get("model"))
         seed_text = f"{model}|{prompt_text(body)}|{body.get('seed')}"
         n_words = int(opts.get("words", 12))
@@ -361,11 +362,10 @@ class FakeUpstream:
 
     @counts_cancellation
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        body, opts = await self._begin(request)
-        stream = bool(body.get("stream"))
-        early = await self._misbehave(request, opts, stream)
+        body, opts, early = await self._begin(request)
         if early is not None:
             return early
+        stream = bool(body.get("stream"))
         model = str(body.get("model"))
         text = " " + " ".join(words_for(f"{model}|{prompt_text(body)}", int(opts.get("words", 12))))
         text, _ = self._apply_stop(text, body.get("stop"), opts)
@@ -395,8 +395,7 @@ class FakeUpstream:
 
     @counts_cancellation
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        body, opts = await self._begin(request)
-        early = await self._misbehave(request, opts, False)
+        body, opts, early = await self._begin(request)
         if early is not None:
             return early
         inputs = body.get("input")
@@ -422,8 +421,7 @@ class FakeUpstream:
 
     @counts_cancellation
     async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
-        body, opts = await self._begin(request)
-        early = await self._misbehave(request, opts, bool(body.get("stream")))
+        body, opts, early = await self._begin(request)
         if early is not None:
             return early
         model = str(body.get("model"))

@@ -62,14 +62,17 @@ def _answer_text(response: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def stream_text(data: dict[str, Any], into: list[str]) -> None:
-    """Collect what a stream chunk adds to the answer (content, tool calls, legacy text)."""
+def stream_text(data: dict[str, Any], into: list[str], first_content: list[str] | None = None) -> None:
+    """Collect what a stream chunk adds to the answer (content, tool calls, legacy text) into `into`, and
+    the first choice's content alone into `first_content` (what a grounding check reads)."""
     for choice in data.get("choices") or ():
         delta = choice.get("delta")
         if isinstance(delta, dict):
             content = delta.get("content")
             if content:
                 into.append(content)
+                if first_content is not None and choice.get("index", 0) == 0:
+                    first_content.append(content)
             for call in delta.get("tool_calls") or ():
                 fn = call.get("function") or {}
                 into.append(str(fn.get("name") or "") + str(fn.get("arguments") or ""))

@@ -42,7 +42,6 @@ from gateway.usage import Usage
 log = logging.getLogger("gateway.access")
 
 
-
 @dataclass(slots=True)
 class RequestContext:
     request_id: str
@@ -108,7 +107,7 @@ class Pipeline:
         self.prefix = prefix
         self.meter = Meter()
         self.checker = Checker()
-        self._charges: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()  # charges, cache stores and releases, off the request path
         self.breakers = Breakers()
         self.concurrency = Concurrency()
         self.policy = policy
@@ -157,11 +156,8 @@ class Pipeline:
             hit = await self._cache_lookup(ctx, plan, body, wants_usage)
             if hit is not None:
                 return hit
-        try:
-            return await self._execute(ctx, plan, body, facts, wants_usage)
-        except BaseException:
-            await self.cache_release(ctx)  # nothing to store: let waiting requests go to the upstream
-            raise
+        # A failure here leaves ctx.lookup held; finish(), which every request reaches, releases it.
+        return await self._execute(ctx, plan, body, facts, wants_usage)
 
     # -- cache ---------------------------------------------------------------------------------
 
@@ -229,15 +225,10 @@ class Pipeline:
 
         self._spawn(store())
 
-    async def cache_release(self, ctx: RequestContext) -> None:
-        if self.cache is not None and ctx.lookup is not None:
-            lookup, ctx.lookup = ctx.lookup, None
-            await self.cache.release(lookup)
-
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
-        self._charges.add(task)
-        task.add_done_callback(self._charges.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _execute(self, ctx: RequestContext, plan: RoutePlan, body: dict[str, Any], facts: RequestFacts,
                        wants_usage: bool) -> UpstreamResponse | UpstreamStream:

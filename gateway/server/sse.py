@@ -61,6 +61,14 @@ class SSEResponse(Response):
                 self.pipeline.meter_stream(self.ctx, "".join(self._text), self.stream.usage)
             self.pipeline.finish(self.ctx, status, error)
 
+    def _own_chunk(self, **fields: object) -> dict:
+        """A chunk the gateway adds to the stream itself (choices empty), as an ASGI body message."""
+        ctx = self.ctx
+        chunk = {"id": f"chatcmpl-{ctx.request_id}", "object": "chat.completion.chunk",
+                 "created": int(ctx.received_at), "model": ctx.deployment.model if ctx.deployment else "",
+                 "choices": [], **fields}
+        return {"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True}
+
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         text = self._text = []
@@ -70,11 +78,7 @@ class SSEResponse(Response):
         try:
             async for chunk in self.stream:
                 raw, data = chunk.raw, chunk.data
-                stream_text(data, text)
-                for choice in data.get("choices") or ():
-                    delta = choice.get("delta")
-                    if choice.get("index", 0) == 0 and isinstance(delta, dict) and delta.get("content"):
-                        content.append(delta["content"])
+                stream_text(data, text, content)
                 if keep is not None and data.get("choices"):
                     keep.append({k: v for k, v in data.items() if k != "usage"})
                 reported = data.get("usage")
@@ -94,18 +98,10 @@ class SSEResponse(Response):
                                                       self.ctx.model, self.ctx.tier))
         if self.wants_usage and not usage_sent:
             # The client asked for usage and the upstream sent none: send our count, marked estimated.
-            final = {"id": f"chatcmpl-{self.ctx.request_id}", "object": "chat.completion.chunk", "created": int(
-                self.ctx.received_at), "model": self.ctx.deployment.model if self.ctx.deployment else "",
-                "choices": [], "usage": {**usage_dict(usage), "cost_usd": usd(self.ctx.cost or ZERO)}}
-            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n",
-                        "more_body": True})
+            await send(self._own_chunk(usage={**usage_dict(usage), "cost_usd": usd(self.ctx.cost or ZERO)}))
         report = self.pipeline.ground_stream(self.ctx, "".join(content))
         if report is not None:
             # the check ran on the whole answer: its result is the last chunk, choices empty
-            final = {"id": f"chatcmpl-{self.ctx.request_id}", "object": "chat.completion.chunk",
-                     "created": int(self.ctx.received_at), "model": self.ctx.deployment.model
-                     if self.ctx.deployment else "", "choices": [], "grounding": report}
-            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n",
-                        "more_body": True})
+            await send(self._own_chunk(grounding=report))
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
 
