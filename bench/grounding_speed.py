@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.grounding import Checker  # noqa: E402
+from gateway import gctune  # noqa: E402
+from gateway.grounding import checker as checker_module  # noqa: E402
 
 WORDS = ("market revenue growth company quarter report analyst forecast product launch customer service "
          "factory supply chain energy price policy government election city council budget school student "
@@ -79,33 +81,43 @@ def main() -> None:
     for _ in range(20):
         docs = [document(rng) for _ in range(10)]
         cases.append((answer(rng, docs), [{"id": f"d{i}", "content": d} for i, d in enumerate(docs)]))
+    gctune.tune()  # the collector settings the gateway runs with
     checker = Checker()
     for text, docs in cases[:3]:
         checker.check(text, docs)
-    times = []
+    timings: dict[str, list[float]] = {"cold": [], "warm": []}
     for i in range(args.runs):
         text, docs = cases[i % len(cases)]
-        t0 = time.perf_counter()
-        checker.check(text, docs, "What happened?")
-        times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    p50, p95, p99 = (times[int(len(times) * q)] for q in (0.5, 0.95, 0.99))
+        for mode in ("cold", "warm"):
+            if mode == "cold":
+                checker_module._PREPARED.clear()  # documents never seen: every one is split and tokenised
+            t0 = time.perf_counter()
+            checker.check(text, docs, "What happened?")
+            timings[mode].append((time.perf_counter() - t0) * 1000)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     words = statistics.mean(len(t.split()) for t, _ in cases)
+    rows = []
+    for mode, times in timings.items():
+        times.sort()
+        p50, p95, p99 = (times[int(len(times) * q)] for q in (0.5, 0.95, 0.99))
+        rows.append(f"| {mode} | {p50:.2f} | {p95:.2f} | {p99:.2f} | {statistics.mean(times):.2f} |")
     table = f"""# Grounding checker speed
 
-A {words:.0f}-word answer checked against 10 documents of ~1,000 words each; {args.runs} checks over 20 generated
-cases, in-process. Commit `{commit}`, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs.
+A {words:.0f}-word answer checked against 10 documents of ~1,000 words each; {args.runs} checks of each kind over
+20 generated cases, in-process, with the gateway's garbage-collector settings (`gateway/gctune.py`). Commit `{commit}`, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs.
 
-| p50 ms | p95 ms | p99 ms | mean ms |
-|---|---|---|---|
-| {p50:.2f} | {p95:.2f} | {p99:.2f} | {statistics.mean(times):.2f} |
+- **cold**: documents the checker has never seen (its per-document cache emptied before each check).
+- **warm**: the same documents again, as in a cascade's escalation or the next turn of a conversation:
+  their sentences and tokens come from the per-document cache.
+
+| documents | p50 ms | p95 ms | p99 ms | mean ms |
+|---|---|---|---|---|
+{chr(10).join(rows)}
 
 Target: p95 under 20 ms.
 """
     Path(args.out).write_text(table)
     print(table)
-
 
 if __name__ == "__main__":
     main()

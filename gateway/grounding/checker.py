@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +40,16 @@ HEDGES = re.compile(
     r"(is|are|was|about|on|of|regarding)|not enough information|unable to (determine|find|answer)|"
     r"based on the (provided|given) (passages?|documents?|information|context)|according to the (passages?|documents?)|"
     r"unable to (answer|provide|determine)|(does|do|did) not (provide|give|offer|include) (enough |any |specific |"
-    r"sufficient )?(information|details|data)|not enough (information|details|context))",
+    r"sufficient )?(information|details|data)|not enough (information|details|context)|(provides?|contains?|gives?|has) "
+    r"(the |all the )?(necessary|relevant|required|needed|sufficient|enough) information)",
     re.I)
+# The words hedges are made of: a hedge built only from these (and the documents' words) asserts nothing.
+HEDGE_WORDS = frozenset(T.content_tokens(
+    "unable answer answering question questions based given provided passage passages document documents "
+    "information enough sufficient therefore however unfortunately entirety specific details detailed "
+    "context able determine find found mention mentioned provide necessary additional needed need text "
+    "source sources sure clear explicitly directly fully complete completely relevant regarding"))
+LIST_MARKER = re.compile(r"^\(?(\d{1,3}|[a-z])[.)]?$")
 # How answers talk about their sources: not claims about the world, so not checked as such.
 SOURCE_REFS = re.compile(
     r"\(?\b(as )?(mentioned|stated|described|noted|shown|indicated|explained|listed) (in|by) (the )?"
@@ -99,6 +108,41 @@ class _Passage:
     single: bool  # one sentence (used for the polarity check) or a window of several
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What a document yields whatever the answer: its sentences, their tokens, its numbers and words."""
+
+    sentences: tuple[str, ...]
+    tokens: tuple[frozenset[str], ...]
+    numbers: frozenset[str]
+    words: frozenset[str]  # every word, lower-cased (names are looked up here)
+
+
+_PREPARED: OrderedDict[str, _Prepared] = OrderedDict()
+_PREPARED_LOCK = threading.Lock()
+_PREPARED_MAX = 512  # documents; the same ones come back across cascade steps, turns and agent loops
+
+
+def _prepare(content: str) -> _Prepared:
+    """Per-document work, kept in a small LRU shared by every check (immutable values, keyed by the text)."""
+    with _PREPARED_LOCK:  # large checks run in worker threads
+        hit = _PREPARED.get(content)
+        if hit is not None:
+            _PREPARED.move_to_end(content)
+            return hit
+    sentences = tuple(T.sentences(content)) or (content,)
+    raw: set[str] = set()  # every word as written, filled by the tokenising pass
+    tokens = tuple(T.token_set(s, raw) for s in sentences)
+    words = frozenset(w.lower() for w in raw if not w[0].isdigit())
+    plain = words.union(*(re.split(r"[-']", w) for w in words if "-" in w or "'" in w))  # "twenty-one"
+    prepared = _Prepared(sentences, tokens, frozenset(T.numbers(content, plain)), words)
+    with _PREPARED_LOCK:
+        _PREPARED[content] = prepared
+        if len(_PREPARED) > _PREPARED_MAX:
+            _PREPARED.popitem(last=False)
+    return prepared
+
+
 class Checker:
     def __init__(self, threshold: float = 0.35, window: int = 1, floor: float = 0.25) -> None:
         self.threshold = threshold
@@ -123,13 +167,12 @@ class Checker:
         df: Counter[str] = Counter()
         all_tokens: set[str] = set()
         all_numbers: set[str] = set()
-        all_text = []
+        all_names: set[str] = set()
         for doc in documents:
-            content = str(doc.get("content", ""))
+            prepared = _prepare(str(doc.get("content", "")))
             doc_id = str(doc.get("id", ""))
-            all_text.append(content)
-            sentences = [s.text for s in T.split_claims(content)] or [content]
-            token_sets = [frozenset(t for t in T.content_tokens(s) if t in vocab) for s in sentences]
+            sentences = prepared.sentences
+            token_sets = [tokens & vocab for tokens in prepared.tokens]
             for i, tokens in enumerate(token_sets):
                 passages.append(_Passage(doc_id, sentences[i], tokens, True))
                 df.update(tokens)
@@ -138,9 +181,8 @@ class Checker:
                     if i + size <= len(sentences):
                         window = frozenset().union(*token_sets[i:i + size])
                         passages.append(_Passage(doc_id, " ".join(sentences[i:i + size]), window, False))
-            all_numbers |= T.numbers(content)
-        joined = "\n".join(all_text)
-        all_names = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'\-]*", joined)}
+            all_numbers |= prepared.numbers
+            all_names |= prepared.words
         n = max(1, len(passages))
         idf = {t: math.log(1 + n / (1 + c)) for t, c in df.items()}
         postings: dict[str, list[int]] = {}
@@ -156,8 +198,9 @@ class Checker:
         unique = set(claim_tokens)
         stripped = span.text.strip()
         lead_in = stripped.endswith(":") and len(stripped.split()) <= 16  # introduces what follows
-        if not unique or lead_in or META.search(stripped) or (
-                HEDGES.search(span.text) and len(unique - doc_tokens) <= 3):
+        list_marker = bool(LIST_MARKER.match(stripped))
+        if not unique or lead_in or list_marker or META.search(stripped) or (
+                HEDGES.search(span.text) and len(unique - doc_tokens - HEDGE_WORDS) <= 2):
             return ClaimResult(span.text, span.start, span.end, True, 1.0, [], ["neutral"])
         restates = bool(question_tokens) and unique <= question_tokens | {"answer", "question"}
         default_idf = math.log(1 + len(passages) + 1)
@@ -171,11 +214,14 @@ class Checker:
         for t in rare or weight:
             candidates.update(postings.get(t, ()))
         best, best_cov, sentence, sentence_cov = None, 0.0, None, 0.0
-        items = tuple(weight.items())
-        for i in candidates:
+        held: dict[int, float] = dict.fromkeys(candidates, 0.0)  # the claim's weight each candidate holds
+        for t, w in weight.items():
+            for i in postings.get(t, ()):
+                if i in held:
+                    held[i] += w
+        for i, w in held.items():
             p = passages[i]
-            tokens = p.tokens
-            cov = sum(w for t, w in items if t in tokens) / total
+            cov = w / total
             if cov > best_cov:
                 best, best_cov = p, cov
             if p.single and cov > sentence_cov:

@@ -17,12 +17,17 @@ NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", 
                 "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
                 "thirteen": "13", "fourteen": "14", "fifteen": "15", "twenty": "20", "thirty": "30",
                 "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1000000",
-                "billion": "1000000000", "first": "1", "second": "2", "third": "3", "half": "0.5"}
+                "billion": "1000000000", "half": "0.5"}  # not ordinals: "first, check..." states no number
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+(?:[.,:]\d+)*")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\$?\d[\d,]*(?:\.\d+)?%?")
 _ALNUM = re.compile(r"[^\W_]")
-_CLAIM_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9*\-•])|\n+")
+# A full stop after these is not the end of a sentence: "Rep. Smith", "George W. Bush", "Apr. 18".
+ABBREVIATIONS = """Mr Mrs Ms Dr Prof Rep Sen Gov Gen Col Lt Sgt Capt Cmdr St Jr Sr Mt Ft Ave Blvd Jan Feb Mar Apr
+Jun Jul Aug Sep Sept Oct Nov Dec Mon Tue Tues Wed Thu Thurs Fri Sat Sun No Nos vs etc Inc Corp Co Ltd Dept Univ
+approx Fig""".split()
+_NOT_AFTER = "".join(rf"(?<!\b{a}\.)" for a in ABBREVIATIONS) + r"(?<!\b[A-Z]\.)"
+_CLAIM_END = re.compile(r"(?<=[.!?])" + _NOT_AFTER + r"[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9*\-•])|\n+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +48,37 @@ def split_claims(text: str) -> list[Span]:
     return spans
 
 
+def sentences(text: str) -> list[str]:
+    """The texts `split_claims` would give, without offsets: the cheap form for documents."""
+    out: list[str] = []
+    for part in _CLAIM_END.split(text):
+        body = part.strip()
+        if body[:1] in _MARKUP:
+            while True:
+                trimmed = body.lstrip().lstrip("*-•#>")
+                if trimmed == body:
+                    break
+                body = trimmed
+        if len(body) >= 3 and _ALNUM.search(body):
+            out.append(body)
+    return out
+
+
+_MARKUP = frozenset("*-•#>")
+
+
 def _add(text: str, start: int, end: int, out: list[Span]) -> None:
-    while start < end and (text[start].isspace() or text[start] in "*-•#>"):
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    if end - start >= 3 and _ALNUM.search(text, start, end):
-        out.append(Span(text[start:end], start, end))
+    segment = text[start:end]
+    body = segment
+    while True:  # leading whitespace and list or quote markup, in any order
+        trimmed = body.lstrip().lstrip("*-•#>")
+        if trimmed == body:
+            break
+        body = trimmed
+    start += len(segment) - len(body)
+    body = body.rstrip()
+    if len(body) >= 3 and _ALNUM.search(body):
+        out.append(Span(body, start, start + len(body)))
 
 
 @lru_cache(maxsize=65536)
@@ -93,23 +122,62 @@ def content_tokens(text: str) -> list[str]:
     return out
 
 
+def token_set(text: str, seen: set[str] | None = None) -> frozenset[str]:
+    """The distinct content tokens of `text` (a document sentence): the per-word work done in C where it can be.
+    `seen`, if given, collects the words as written."""
+    cache = _TOKEN_OF
+    words = _WORD.findall(text)
+    if seen is not None:
+        seen.update(words)
+    try:
+        out = frozenset(map(cache.__getitem__, words))
+    except KeyError:
+        if len(cache) > 500_000:
+            cache.clear()
+        for w in words:
+            if w not in cache:
+                cache[w] = _token(w)
+        out = frozenset(map(cache.__getitem__, words))
+    return out - _EMPTY
+
+
+_EMPTY = frozenset({""})
 _LOWER_WORD = re.compile(r"[a-z]+")  # one cheap pass; an alternation of ~30 words is tried at every position
 _NUMBER_WORD_NAMES = frozenset(NUMBER_WORDS)
 _TIME = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)?", re.I)
 
 
-def numbers(text: str) -> set[str]:
+_DIGITS = re.compile(r"\d[\d,]*(?:\.\d+)?%?")
+
+
+def numbers(text: str, words: frozenset[str] | set[str] | None = None) -> set[str]:
     """Numbers, amounts and years, normalised (1,000 -> 1000; $5 -> 5; 12% -> 12). Clock times are
-    left to the word overlap: "4:00 pm" and "16:00" are the same time written two ways."""
-    text = _TIME.sub(" ", text)
+    left to the word overlap: "4:00 pm" and "16:00" are the same time written two ways. `words`, the
+    text's lower-cased words if the caller has them, saves a pass looking for number words."""
+    if ":" in text:
+        text = _TIME.sub(" ", text)
     out = set()
-    for m in _NUMBER.findall(text):
-        n = m.replace(",", "").replace("$", "").lstrip("+").rstrip("%")
+    for m in _DIGITS.finditer(text):  # a plain scan for digits; what may precede them is checked here
+        start = m.start()
+        first = start
+        if first and text[first - 1] == "$":
+            first -= 1
+        if first and text[first - 1] in "+-":
+            first -= 1
+        for begin in range(first, start + 1):  # the earliest start not glued to a word or a decimal point
+            before = text[begin - 1] if begin else " "
+            if not (before.isalnum() or before in "_."):
+                break
+        else:
+            continue
+        n = text[begin:m.end()].replace(",", "").replace("$", "").lstrip("+").rstrip("%")
         if n.endswith(".0"):
             n = n[:-2]
         if n and n != "-":
             out.add(n)
-    for w in _NUMBER_WORD_NAMES.intersection(_LOWER_WORD.findall(text.lower())):
+    if words is None:
+        words = set(_LOWER_WORD.findall(text.lower()))
+    for w in _NUMBER_WORD_NAMES.intersection(words):
         out.add(NUMBER_WORDS[w])
     return out
 

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import metrics, store
+from gateway import gctune, metrics, store
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.cache import Cache
 from gateway.keys import KeyStore
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
             writer = loop.create_task(ledger.run())
             log.info("gateway ready", extra={"fields": {"policy": policy.source, "sha256": policy.sha256[:12],
                                                         "routes": len(policy.routes)}})
+            gctune.tune()
             try:
                 yield
             finally:

@@ -93,3 +93,44 @@ def test_concurrent_checks_in_threads_do_not_mix_their_documents() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda i: shared.check(*cases[i % 2]).to_dict(), range(64)))
     assert all(r == expected[i % 2] for i, r in enumerate(results))
+
+
+def test_prepared_documents_are_reused_and_bounded_and_never_stale() -> None:
+    from gateway.grounding import checker as module
+
+    text = "Acme Corp reported revenue of $4.2 billion in 2023. The factory in Ohio opened in March."
+    module._PREPARED.clear()
+    first = check(text, DOCS).to_dict()
+    assert len(module._PREPARED) == len(DOCS)
+    assert check(text, DOCS).to_dict() == first  # from the cache: the same answer
+    # same id, new content: the cache is keyed by the text itself, so the change is seen
+    changed = [{"id": "report", "content": DOCS[0]["content"].replace("$4.2 billion", "$3.1 billion")}, DOCS[1]]
+    assert not check(text, changed).grounded
+    for i in range(module._PREPARED_MAX + 10):
+        check("Something else.", [{"id": "x", "content": f"Document number {i} says something."}])
+    assert len(module._PREPARED) == module._PREPARED_MAX
+
+
+def test_abbreviations_and_initials_do_not_end_a_sentence() -> None:
+    text = "Rep. Maria Lopez of Acme Corp. spoke. George W. Bush did not. It opened on Sat. in March."
+    assert [s.text for s in split_claims(text)] == [
+        "Rep. Maria Lopez of Acme Corp. spoke.", "George W. Bush did not.", "It opened on Sat. in March."]
+
+
+def test_refusals_made_of_source_talk_are_neutral() -> None:
+    for text in ("Unable to answer based on given passages.",
+                 "Therefore, I am unable to answer the question in its entirety based on the provided passages.",
+                 "Passage 2 provides the necessary information to answer the question."):
+        result, claim = one(text)
+        assert result.grounded and "neutral" in claim.reasons, text
+
+
+def test_a_refusal_that_slips_in_a_claim_is_still_checked() -> None:
+    result, claim = one("The passages do not say, but Acme Corp was founded by Pierre Dupont in Lyon in 1921.")
+    assert not result.grounded and "neutral" not in claim.reasons
+
+
+def test_list_numbers_and_ordinal_words_are_not_numbers() -> None:
+    result = check("1. Acme Corp reported revenue of $4.2 billion in 2023.\n2.\nFirst, the factory in Ohio opened "
+                   "in March.", DOCS)
+    assert result.grounded, result.to_dict()
