@@ -46,6 +46,12 @@ if entry then return {1, entry} end
 if ARGV[3] == '1' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 'leader'} end
 return {0, 'follower'}
 """
+# KEYS[1] entry, KEYS[2] lock. ARGV[1] entry, ARGV[2] ttl s, ARGV[3] lock token: store, then release our lock
+_STORE = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
 # release the lock only if we still hold it
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -134,6 +140,7 @@ class Cache:
         self.poll_s = poll_s
         self._lookup = redis.register_script(_LOOKUP)
         self._unlock = redis.register_script(_UNLOCK)
+        self._store = redis.register_script(_STORE)
         self._local: dict[str, asyncio.Event] = {}  # keys this process is computing right now
 
     async def get(self, key: str, single_flight: bool = True, wait_s: float = 30.0) -> Lookup:
@@ -170,12 +177,22 @@ class Cache:
         return Lookup(key, leader=value == b"leader", token=token)
 
     async def put(self, lookup: Lookup, entry: Entry, ttl_s: int) -> bool:
+        """Store the answer and release our lock on it: one round trip. Waiting identical requests
+        in this process are woken; a Redis failure still releases them (and the lock expires)."""
         data = encode(entry)
         if len(data) > self.max_entry_bytes:
             metrics.CACHE.labels("too_large").inc()
+            await self.release(lookup)
             return False
-        await self.redis.set(lookup.key, data, ex=max(1, ttl_s))
+        try:
+            await self._store(keys=[lookup.key, lookup.key + ":lock"],
+                              args=[data, max(1, ttl_s), lookup.token if lookup.leader else ""])
+        except BaseException:
+            await self.release(lookup)
+            raise
+        lookup.leader = False  # released by the script
         metrics.CACHE_BYTES.inc(len(data))
+        await self.release(lookup)  # wakes local waiters; no round trip now
         return True
 
     async def release(self, lookup: Lookup) -> None:

@@ -29,6 +29,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "info") -> None:
+    # What our lines never show, not worked out for every record (the logging HOWTO's "Optimization"):
+    # the caller's file and line, thread, process and asyncio task names.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

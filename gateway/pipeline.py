@@ -217,11 +217,9 @@ class Pipeline:
 
         async def store() -> None:
             try:
-                await self.cache.put(lookup, entry, ctx.cache_ttl)
+                await self.cache.put(lookup, entry, ctx.cache_ttl)  # stores and releases the lock
             except (RedisError, OSError, TimeoutError):
                 metrics.CACHE.labels("error").inc()
-            finally:
-                await self.cache.release(lookup)
 
         self._spawn(store())
 

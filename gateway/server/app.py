@@ -9,7 +9,7 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -122,10 +122,42 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def create_app_from_env() -> FastAPI:
+class FastPath:
+    """The hot endpoints straight from the server, around FastAPI's routing and middleware stack.
+
+    OpenAI's POST endpoints are most of the traffic, and their handlers already do everything the
+    stack would (every error becomes an OpenAI-shaped answer inside them), so for them the stack's
+    layers of ASGI wrappers are pure per-request cost. Everything else (admin, health, metrics,
+    404s, 405s, lifespan) goes through FastAPI as before.
+    """
+
+    def __init__(self, app: FastAPI, routes: dict[str, Any]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.routes.get(scope["path"])
+            if handler is not None:
+                scope["app"] = self.app  # what request.app reads
+                try:
+                    response = await handler(Request(scope, receive))
+                except Exception as exc:  # as the stack's last-resort handler would: logged, OpenAI-shaped
+                    log.error("unhandled error", exc_info=exc)
+                    response = error_response(GatewayError("The gateway failed to handle this request."))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app_from_env() -> FastPath:
     """Factory for uvicorn workers: every setting comes from GATEWAY_* variables."""
     from gateway import logs
 
     settings = Settings.from_env()
     logs.setup(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    return FastPath(app, {"/v1/chat/completions": openai_api.chat_completions,
+                          "/v1/completions": openai_api.completions,
+                          "/v1/embeddings": openai_api.embeddings,
+                          "/v1/grounding/check": grounding_api.grounding_check})
