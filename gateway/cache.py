@@ -46,11 +46,15 @@ if entry then return {1, entry} end
 if ARGV[3] == '1' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 'leader'} end
 return {0, 'follower'}
 """
-# KEYS[1] entry, KEYS[2] lock. ARGV[1] entry, ARGV[2] ttl s, ARGV[3] lock token: store, then release our lock
-_STORE = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-return 1
+# Stores a batch of answers and releases their locks. KEYS: entry1, lock1, entry2, lock2, ...
+# ARGV: entry1, ttl1 (s), token1, entry2, ... (an empty token: no lock of ours to release)
+_STORE_MANY = """
+for i = 1, #KEYS, 2 do
+  local j = (i - 1) / 2 * 3
+  redis.call('SET', KEYS[i], ARGV[j + 1], 'EX', ARGV[j + 2])
+  if ARGV[j + 3] ~= '' and redis.call('GET', KEYS[i + 1]) == ARGV[j + 3] then redis.call('DEL', KEYS[i + 1]) end
+end
+return #KEYS / 2
 """
 # release the lock only if we still hold it
 _UNLOCK = """
@@ -133,14 +137,17 @@ def decode(data: bytes) -> Entry:
 
 class Cache:
     def __init__(self, redis: aioredis.Redis, max_entry_bytes: int = 1024 * 1024, lock_ms: int = 30_000,
-                 poll_s: float = 0.02) -> None:
+                 poll_s: float = 0.02, batch_s: float = 0.004) -> None:
         self.redis = redis
         self.max_entry_bytes = max_entry_bytes
         self.lock_ms = lock_ms
         self.poll_s = poll_s
         self._lookup = redis.register_script(_LOOKUP)
         self._unlock = redis.register_script(_UNLOCK)
-        self._store = redis.register_script(_STORE)
+        self._store_many = redis.register_script(_STORE_MANY)
+        self._pending: list[tuple[Lookup, bytes, int]] = []  # answers waiting for the next batch
+        self._batch: asyncio.Future[None] | None = None
+        self.batch_s = batch_s
         self._local: dict[str, asyncio.Event] = {}  # keys this process is computing right now
 
     async def get(self, key: str, single_flight: bool = True, wait_s: float = 30.0) -> Lookup:
@@ -177,23 +184,51 @@ class Cache:
         return Lookup(key, leader=value == b"leader", token=token)
 
     async def put(self, lookup: Lookup, entry: Entry, ttl_s: int) -> bool:
-        """Store the answer and release our lock on it: one round trip. Waiting identical requests
-        in this process are woken; a Redis failure still releases them (and the lock expires)."""
+        """Store the answer and release our lock on it. Stores are off the request path, so they are
+        batched: whatever arrives within `batch_s` goes in one round trip. Waiting identical requests
+        in this process are woken once it lands; a Redis failure still wakes them (the lock expires)."""
         data = encode(entry)
         if len(data) > self.max_entry_bytes:
             metrics.CACHE.labels("too_large").inc()
             await self.release(lookup)
             return False
+        self._pending.append((lookup, data, max(1, ttl_s)))
+        if self._batch is not None:  # a batch is open: its writer stores this answer too
+            await asyncio.shield(self._batch)
+            return True
+        self._batch = done = asyncio.get_running_loop().create_future()
+        items: list[tuple[Lookup, bytes, int]] = []
         try:
-            await self._store(keys=[lookup.key, lookup.key + ":lock"],
-                              args=[data, max(1, ttl_s), lookup.token if lookup.leader else ""])
-        except BaseException:
-            await self.release(lookup)
+            try:
+                await asyncio.sleep(self.batch_s)
+            finally:  # cancelled or not, this batch is closed now: the next answer opens another
+                items, self._pending, self._batch = self._pending, [], None
+            keys: list[str] = []
+            args: list[Any] = []
+            for lk, blob, ttl in items:
+                keys += (lk.key, lk.key + ":lock")
+                args += (blob, ttl, lk.token if lk.leader else "")
+            await self._store_many(keys=keys, args=args)
+        except BaseException as exc:
+            for lk, _, _ in items:  # wake local waiters first; then try to give the locks back
+                self._wake(lk)
+            for lk, _, _ in items:
+                await self.release(lk)
+            if not done.done():
+                done.set_exception(exc if isinstance(exc, Exception) else RedisError("cache store cancelled"))
+                done.exception()  # retrieved here: followers that gave up must not leave it unobserved
             raise
-        lookup.leader = False  # released by the script
-        metrics.CACHE_BYTES.inc(len(data))
-        await self.release(lookup)  # wakes local waiters; no round trip now
+        for lk, blob, _ in items:
+            lk.leader = False  # the script released it
+            metrics.CACHE_BYTES.inc(len(blob))
+            await self.release(lk)  # wakes local waiters; no round trip now
+        done.set_result(None)
         return True
+
+    def _wake(self, lookup: Lookup) -> None:
+        event = self._local.pop(lookup.key, None)
+        if event is not None:
+            event.set()
 
     async def release(self, lookup: Lookup) -> None:
         event = self._local.pop(lookup.key, None)

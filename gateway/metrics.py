@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -123,6 +125,17 @@ POLICY_INFO = Gauge(
     registry=REGISTRY,
 )
 
+
+
+def _memoise_labels() -> None:
+    """`metric.labels(...)` takes a lock and validates on every call; the label sets are few (routes,
+    models, tiers, statuses from the policy), so each metric remembers its children."""
+    for metric in list(REGISTRY._collector_to_names):  # type: ignore[attr-defined]
+        if getattr(metric, "_labelnames", None):
+            metric.labels = functools.lru_cache(maxsize=4096)(metric.labels)  # type: ignore[method-assign]
+
+
+_memoise_labels()
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
