@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway import metrics
@@ -136,9 +135,9 @@ def decode(data: bytes) -> Entry:
 
 
 class Cache:
-    def __init__(self, redis: aioredis.Redis, max_entry_bytes: int = 1024 * 1024, lock_ms: int = 30_000,
+    def __init__(self, redis: Any, max_entry_bytes: int = 1024 * 1024, lock_ms: int = 30_000,
                  poll_s: float = 0.02, batch_s: float = 0.004) -> None:
-        self.redis = redis
+        self.redis = redis  # anything with register_script: redis-py's client or store.LeanClient
         self.max_entry_bytes = max_entry_bytes
         self.lock_ms = lock_ms
         self.poll_s = poll_s

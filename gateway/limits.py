@@ -34,6 +34,7 @@ from gateway.errors import RateLimited, ServiceUnavailable
 from gateway.keys import Principal
 from gateway.policy.model import Budget, Policy, RateLimit
 from gateway.pricing import usd
+from gateway.store import LeanClient
 
 log = logging.getLogger("gateway.limits")
 
@@ -104,7 +105,7 @@ def _ident(scope: str, p: Principal) -> str | None:
 
 
 class Limits:
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, redis: aioredis.Redis | LeanClient, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
         self._admit = redis.register_script(_ADMIT)

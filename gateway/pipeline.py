@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import orjson
 from redis.exceptions import RedisError
 
-from gateway import metrics
+from gateway import logs, metrics
 from gateway.cache import Cache, Entry, Lookup, cache_key, deterministic
 from gateway.catalog import Deployment
 from gateway.grounding import Checker, GroundingResult
@@ -385,7 +385,7 @@ class Pipeline:
                 "grounding_score": round(ctx.grounding.support_score, 4) if ctx.grounding is not None else None,
             })
         if log.isEnabledFor(logging.INFO):
-            log.info("request", extra={"fields": {
+            fields = {
                 "request_id": ctx.request_id,
                 "endpoint": kind,
                 "status": status,
@@ -402,7 +402,9 @@ class Pipeline:
                 "estimated": usage.estimated if usage else None,
                 "cost_usd": usd(ctx.cost) if ctx.cost is not None else None,
                 "error": error,
-            }})
+            }
+            if not logs.access(log.name, fields):
+                log.info("request", extra={"fields": fields})
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

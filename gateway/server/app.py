@@ -44,8 +44,9 @@ def create_app(settings: Settings) -> FastAPI:
             redis = store.client(url, settings.redis_timeout)
             upstreams = Upstreams()
             ledger = Ledger(redis, settings.redis_prefix, Path(settings.data_dir) / "spool")
+            hot = store.scripts_client(url, settings.redis_timeout, redis)  # the per-request scripts' client
             pipeline = Pipeline(policy, KeyStore(redis, settings.redis_prefix, settings.key_cache_ttl), upstreams,
-                                ledger, Limits(redis, settings.redis_prefix), Cache(redis), settings.redis_prefix)
+                                ledger, Limits(hot, settings.redis_prefix), Cache(hot), settings.redis_prefix)
             reloader = PolicyReloader(pipeline, settings.policy)
             app.state.runtime = Runtime(settings, pipeline, redis, reloader)
             metrics.POLICY_INFO.set(time.time())
@@ -70,6 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
                     await writer
                 await ledger.flush()  # to the stream, or to the spool if Redis is down
                 await upstreams.aclose()
+                if hot is not redis:
+                    await hot.aclose()
                 await redis.aclose()
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

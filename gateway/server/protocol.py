@@ -7,6 +7,7 @@ Strict about what we need, lenient about the rest: unknown fields pass through t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -23,11 +24,21 @@ class ClientDisconnected(Exception):
     """The client closed the connection before the answer was complete."""
 
 
+_ids = itertools.count(1)
+_id_prefix = (os.getpid(), os.urandom(6).hex())
+
+
 def new_request_id(request: Request) -> str:
+    """The client's x-request-id if it sent a sane one, else a new id: a random per-process prefix and a
+    counter (unique across processes and restarts, no system call per request)."""
+    global _id_prefix
     given = request.headers.get("x-request-id")
     if given and len(given) <= 128 and given.isprintable():
         return given
-    return "req_" + os.urandom(12).hex()
+    pid, prefix = _id_prefix
+    if pid != os.getpid():  # a forked worker must not repeat its parent's ids
+        _id_prefix = pid, prefix = os.getpid(), os.urandom(6).hex()
+    return f"req_{prefix}{next(_ids):012x}"
 
 
 def bearer_token(request: Request) -> str | None:
@@ -117,13 +128,32 @@ def _common(body: dict[str, Any]) -> None:
         raise InvalidRequest("Invalid value for 'n': must be at least 1.", param="n", code="invalid_value")
 
 
+class JSONBytes(Response):
+    """A JSON answer from bytes already encoded: headers built once as raw pairs, two ASGI messages.
+    (Starlette's Response does the same with more general machinery on every request.)"""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.status_code = status_code
+        self.body = content
+        self.background = None
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        if headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
-    return Response(exc.to_json(), status_code=exc.status, media_type="application/json",
-                    headers={**(headers or {}), **exc.headers()})
+    return JSONBytes(exc.to_json(), exc.status, {**(headers or {}), **exc.headers()})
 
 
 def json_response(body: Any, headers: dict[str, str] | None = None, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return JSONBytes(orjson.dumps(body), status, headers)
 
 
 async def until_disconnect(receive: Callable[[], Awaitable[dict]], work: Callable[[], Awaitable[T]]) -> T:
