@@ -25,5 +25,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
 
+# Side by side with LiteLLM's proxy and Portkey's gateway (installed once, pinned, under
+# bench/peers/.installed), against an nginx upstream: writes bench/results/peers.md. About 10 minutes.
+bench: $(STAMP)
+	bash bench/peers/setup.sh
+	$(BIN)/python bench/peers.py
+
 clean:
 	rm -rf $(VENV) .gateway .pytest_cache

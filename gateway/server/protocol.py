@@ -156,15 +156,20 @@ def json_response(body: Any, headers: dict[str, str] | None = None, status: int 
     return JSONBytes(orjson.dumps(body), status, headers)
 
 
-async def until_disconnect(receive: Callable[[], Awaitable[dict]], work: Callable[[], Awaitable[T]]) -> T:
+async def until_disconnect(receive: Callable[[], Awaitable[dict]], work: Callable[[], Awaitable[T]],
+                           grace: float = 0.005) -> T:
     """Run `work` in this task; if the client disconnects first, cancel it and raise ClientDisconnected.
 
     Cancelling the work cancels the upstream call inside it, which closes that connection, so the
-    upstream stops generating (and billing) an answer nobody will read.
+    upstream stops generating (and billing) an answer nobody will read. The watcher (a task reading
+    the client's side) starts only once the work has run for `grace` seconds: most answers from a
+    fast upstream or the cache are done by then, and a task per request is a measurable share of
+    the hot path. A client that left earlier is seen at once when the watcher starts.
     """
     task = asyncio.current_task()
     assert task is not None
     gone = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal gone
@@ -175,7 +180,12 @@ async def until_disconnect(receive: Callable[[], Awaitable[dict]], work: Callabl
                 task.cancel()
                 return
 
-    watcher = asyncio.get_running_loop().create_task(watch())
+    def start() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(grace, start)
     try:
         return await work()
     except asyncio.CancelledError:
@@ -184,4 +194,6 @@ async def until_disconnect(receive: Callable[[], Awaitable[dict]], work: Callabl
             raise ClientDisconnected() from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
