@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import orjson
+import yarl
 
 from gateway import metrics
 from gateway.catalog import Deployment
@@ -22,6 +23,8 @@ log = logging.getLogger("gateway.upstream")
 class OpenAICompatAdapter:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._targets: dict[tuple[int, str], tuple[Deployment, yarl.URL, dict[str, str]]] = {}
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -31,6 +34,9 @@ class OpenAICompatAdapter:
                 json_serialize=lambda o: orjson.dumps(o).decode(),
                 skip_auto_headers=("User-Agent",),
                 auto_decompress=True,
+                # A proxy must not keep cookies: one tenant's upstream cookie would ride along on the
+                # next tenant's request. (No cookie processing is also less work per call.)
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -38,7 +44,20 @@ class OpenAICompatAdapter:
         if self._session is not None:
             await self._session.close()
 
-    def _target(self, d: Deployment, endpoint: str) -> tuple[str, dict[str, str]]:
+    def _target(self, d: Deployment, endpoint: str) -> tuple[yarl.URL, dict[str, str]]:
+        """The URL and headers for a deployment's endpoint, worked out once per deployment (a
+        reloaded policy brings new Deployment objects, so nothing stale survives a reload)."""
+        key = (id(d), endpoint)
+        hit = self._targets.get(key)
+        if hit is not None and hit[0] is d:
+            return hit[1], dict(hit[2])
+        url, headers = self._build_target(d, endpoint)
+        if len(self._targets) > 4096:
+            self._targets.clear()
+        self._targets[key] = (d, yarl.URL(url, encoded=False), headers)
+        return self._targets[key][1], dict(headers)
+
+    def _build_target(self, d: Deployment, endpoint: str) -> tuple[str, dict[str, str]]:
         headers = {"content-type": "application/json", **d.headers}
         if d.provider == "azure":
             url = f"{d.api_base}/openai/deployments/{d.model}/{endpoint}?api-version={d.api_version}"
@@ -55,7 +74,10 @@ class OpenAICompatAdapter:
         if call.request_id:
             headers["x-request-id"] = call.request_id
         payload = orjson.dumps(upstream_body(d, call))
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=d.connect_timeout, sock_read=d.read_timeout)
+        timeout = self._timeouts.get((d.connect_timeout, d.read_timeout))
+        if timeout is None:
+            timeout = self._timeouts[(d.connect_timeout, d.read_timeout)] = aiohttp.ClientTimeout(
+                total=None, sock_connect=d.connect_timeout, sock_read=d.read_timeout)
         try:
             resp = await self._client().post(url, data=payload, headers=headers, timeout=timeout)
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
