@@ -94,6 +94,11 @@ routes:
   - {{ name: grounded, match: {{ model: bench-grounded }}, target: bench-json,
       grounding: {{ action: annotate }} }}
   - {{ name: chat, match: {{ model: {{ in: [bench-json, bench-cached] }} }}, target: bench-json }}
+# Only the "bench-limited" team's key is under these (the limits scenario); never reached in a run.
+budgets:
+  - {{ name: bench budget, scope: team, match: bench-limited, daily_usd: 1000000 }}
+rate_limits:
+  - {{ scope: team, match: bench-limited, rpm: 100000000, tpm: 100000000000 }}
 """
 
 LITELLM_CONFIG = """\
@@ -252,6 +257,7 @@ class Bench:
         self.prefix = f"bench-{os.getpid()}:"
         self.master = "sk-bench-master-" + os.urandom(8).hex()
         self.key = ""
+        self.limited_key = ""  # a key whose team has a budget and rate limits
 
     def start_upstream(self) -> None:
         conf = NGINX_CONF.format(tmp=self.tmp, port=self.upstream_port)
@@ -299,6 +305,8 @@ class Bench:
                                    headers={"authorization": f"Bearer {self.master}"})
                     r.raise_for_status()
                     self.key = r.json()["key"]
+                    self.limited_key = httpx.post(f"http://127.0.0.1:{port}/admin/keys", json={"team": "bench-limited"},
+                                                  headers={"authorization": f"Bearer {self.master}"}).json()["key"]
                     break
                 except httpx.HTTPError:
                     if time.time() > deadline or t.proc.poll() is not None:
@@ -513,6 +521,9 @@ def main() -> int:
                               ["direct", "gateway"]))
             scenarios.append(("grounding c=1", 1, {"model": "bench-grounded", "messages": MESSAGES,
                                                    "grounding": {"documents": DOCUMENTS}}, ["direct", "gateway"]))
+            for c in (1, 16):  # the chat scenario again, for a team under a budget and rate limits
+                scenarios.append((f"limits c={c}", c, {"model": "bench-json", "temperature": 0,
+                                                       "messages": UNIQUE_MESSAGES}, ["direct", "gateway"]))
         for repeat in range(args.repeats):
             for label, concurrency, body, who in scenarios:
                 rotated = who[repeat % len(who):] + who[:repeat % len(who)]  # alternate the order too
@@ -520,7 +531,10 @@ def main() -> int:
                     t = targets[name]
                     b = {**body, "model": "bench-json"} if name == "direct" else body
                     r_cpu0 = cpu_seconds([rpid]) if rpid and name == "gateway" else 0.0
-                    res = run_wrk(t, b, t.headers, concurrency, args.seconds, tmp)
+                    headers = t.headers
+                    if label.startswith("limits") and name == "gateway":
+                        headers = {"authorization": f"Bearer {bench.limited_key}"}
+                    res = run_wrk(t, b, headers, concurrency, args.seconds, tmp)
                     if rpid and name == "gateway":
                         redis_cpu.setdefault(label, []).append(
                             (cpu_seconds([rpid]) - r_cpu0) * 1000 / max(1, res["requests"]))
@@ -580,14 +594,17 @@ def render(args: argparse.Namespace, names: list[str], results: dict, rss: dict[
         f"{args.repeats} repeats, targets alternated; median (min–max) over repeats. Every target runs one "
         "worker (one process). The load generator, the upstream and the target share the 2 CPUs.", "",
         "This gateway runs its whole pipeline on every request: virtual-key auth, the routing policy, "
-        "rate-limit and budget checks in Redis (127.0.0.1:6379), cost metering, the usage ledger, a cache "
-        "lookup (a miss, except in the cache-hit row), metrics and access logs. Its CPU column is its own "
-        "process; Redis's CPU per request is listed beside it.", "",
+        "a response-cache lookup in Redis (127.0.0.1:6379) that misses (every prompt is unique; the "
+        "answer is then stored), cost metering, the usage ledger, metrics and access logs. The `limits` "
+        "rows add a budget and RPM/TPM limits for the caller's team (one more Redis script before the "
+        "call, one after); the `cache hit` row repeats one prompt; the `grounding` row checks the answer "
+        "against two documents. Its CPU column is its own process; Redis's CPU per request is listed "
+        "beside it.", "",
         "## Non-streamed chat", "",
         "| scenario | target | requests/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms | CPU ms/req | errors |",
         "|---|---|---|---|---|---|---|---|---|---|"]
     labels = sorted({label for label, _ in results if label != "stream c=1"},
-                    key=lambda s: (s.startswith("cache") or s.startswith("ground"), int(s.split("c=")[1]), s))
+                    key=lambda s: (not s.startswith("chat"), s.split(" ")[0], int(s.split("c=")[1])))
     for label in labels:
         direct = results[(label, "direct")]
         for name in ["direct"] + names:

@@ -31,6 +31,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from gateway import metrics
+from gateway.batching import Batcher
 from gateway.upstream.replay import chunks_to_completion, completion_to_chunks
 
 log = logging.getLogger("gateway.cache")
@@ -144,9 +145,7 @@ class Cache:
         self._lookup = redis.register_script(_LOOKUP)
         self._unlock = redis.register_script(_UNLOCK)
         self._store_many = redis.register_script(_STORE_MANY)
-        self._pending: list[tuple[Lookup, bytes, int]] = []  # answers waiting for the next batch
-        self._batch: asyncio.Future[None] | None = None
-        self.batch_s = batch_s
+        self._stores: Batcher[tuple[Lookup, bytes, int]] = Batcher(self._store_batch, batch_s)
         self._local: dict[str, asyncio.Event] = {}  # keys this process is computing right now
 
     async def get(self, key: str, single_flight: bool = True, wait_s: float = 30.0) -> Lookup:
@@ -191,38 +190,27 @@ class Cache:
             metrics.CACHE.labels("too_large").inc()
             await self.release(lookup)
             return False
-        self._pending.append((lookup, data, max(1, ttl_s)))
-        if self._batch is not None:  # a batch is open: its writer stores this answer too
-            await asyncio.shield(self._batch)
-            return True
-        self._batch = done = asyncio.get_running_loop().create_future()
-        items: list[tuple[Lookup, bytes, int]] = []
+        await self._stores.add((lookup, data, max(1, ttl_s)))
+        return True
+
+    async def _store_batch(self, items: list[tuple[Lookup, bytes, int]]) -> None:
+        keys: list[str] = []
+        args: list[Any] = []
+        for lk, blob, ttl in items:
+            keys += (lk.key, lk.key + ":lock")
+            args += (blob, ttl, lk.token if lk.leader else "")
         try:
-            try:
-                await asyncio.sleep(self.batch_s)
-            finally:  # cancelled or not, this batch is closed now: the next answer opens another
-                items, self._pending, self._batch = self._pending, [], None
-            keys: list[str] = []
-            args: list[Any] = []
-            for lk, blob, ttl in items:
-                keys += (lk.key, lk.key + ":lock")
-                args += (blob, ttl, lk.token if lk.leader else "")
             await self._store_many(keys=keys, args=args)
-        except BaseException as exc:
+        except BaseException:
             for lk, _, _ in items:  # wake local waiters first; then try to give the locks back
                 self._wake(lk)
             for lk, _, _ in items:
                 await self.release(lk)
-            if not done.done():
-                done.set_exception(exc if isinstance(exc, Exception) else RedisError("cache store cancelled"))
-                done.exception()  # retrieved here: followers that gave up must not leave it unobserved
             raise
         for lk, blob, _ in items:
             lk.leader = False  # the script released it
             metrics.CACHE_BYTES.inc(len(blob))
-            await self.release(lk)  # wakes local waiters; no round trip now
-        done.set_result(None)
-        return True
+            self._wake(lk)  # local waiters read the answer now; no round trip needed
 
     def _wake(self, lookup: Lookup) -> None:
         event = self._local.pop(lookup.key, None)
