@@ -1,47 +1,52 @@
-"""Batching for writes that are off the request path: many callers, one round trip."""
+"""Batching for writes that are off the request path: many requests, one round trip."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Awaitable, Callable, Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("gateway.batching")
 
 
 class Batcher(Generic[T]):
-    """Collects items for `window` seconds, then hands them all to `flush` at once.
+    """Collects items for `window` seconds, then hands them all to `flush` in one task.
 
-    The first caller of a window waits it out and runs the flush; the others wait for that flush,
-    so every caller learns whether its item was written (the flush's exception reaches them all).
-    A caller cancelled while its window is open still flushes what it gathered before it stops:
-    nothing collected is silently dropped.
+    `submit` is synchronous and cheap (an append, and a timer for the first item of a window): no
+    task or future per item. `flush` owns its errors (count them, release what waits on them);
+    anything it lets escape is logged. `drain` flushes what is waiting now (at shutdown).
     """
 
     def __init__(self, flush: Callable[[list[T]], Awaitable[None]], window: float) -> None:
         self._flush = flush
         self.window = window
         self._items: list[T] = []
-        self._open: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
-    async def add(self, item: T) -> None:
+    def submit(self, item: T) -> None:
         self._items.append(item)
-        if self._open is not None:  # a window is open: its first caller writes this item too
-            await asyncio.shield(self._open)
-            return
-        self._open = done = asyncio.get_running_loop().create_future()
-        cancelled = False
-        try:
-            await asyncio.sleep(self.window)
-        except asyncio.CancelledError:
-            cancelled = True
-        items, self._items, self._open = self._items, [], None
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.window, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        items, self._items = self._items, []
+        if items:
+            task = asyncio.get_running_loop().create_task(self._run(items))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, items: list[T]) -> None:
         try:
             await self._flush(items)
-        except BaseException as exc:
-            done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("batch flush interrupted"))
-            done.exception()  # marked retrieved: waiters that gave up must not leave it unobserved
-            raise
-        else:
-            done.set_result(None)
-        if cancelled:
-            raise asyncio.CancelledError()
+        except Exception:
+            log.exception("batch flush failed", extra={"fields": {"items": len(items)}})
+
+    async def drain(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._start()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)

@@ -47,11 +47,11 @@ if ARGV[3] == '1' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) t
 return {0, 'follower'}
 """
 # Stores a batch of answers and releases their locks. KEYS: entry1, lock1, entry2, lock2, ...
-# ARGV: entry1, ttl1 (s), token1, entry2, ... (an empty token: no lock of ours to release)
+# ARGV: entry1, ttl1 (s; 0: nothing to store), token1, entry2, ... (an empty token: no lock of ours)
 _STORE_MANY = """
 for i = 1, #KEYS, 2 do
   local j = (i - 1) / 2 * 3
-  redis.call('SET', KEYS[i], ARGV[j + 1], 'EX', ARGV[j + 2])
+  if ARGV[j + 2] ~= '0' then redis.call('SET', KEYS[i], ARGV[j + 1], 'EX', ARGV[j + 2]) end
   if ARGV[j + 3] ~= '' and redis.call('GET', KEYS[i + 1]) == ARGV[j + 3] then redis.call('DEL', KEYS[i + 1]) end
 end
 return #KEYS / 2
@@ -181,35 +181,41 @@ class Cache:
             return Lookup(key, entry=decode(value))
         return Lookup(key, leader=value == b"leader", token=token)
 
-    async def put(self, lookup: Lookup, entry: Entry, ttl_s: int) -> bool:
-        """Store the answer and release our lock on it. Stores are off the request path, so they are
-        batched: whatever arrives within `batch_s` goes in one round trip. Waiting identical requests
-        in this process are woken once it lands; a Redis failure still wakes them (the lock expires)."""
+    def put(self, lookup: Lookup, entry: Entry, ttl_s: int) -> None:
+        """Store the answer and release our lock on it, off the request path and batched: whatever
+        arrives within `batch_s` goes in one round trip. Waiting identical requests in this process
+        are woken once it lands; a Redis failure still wakes them (and the lock expires)."""
         data = encode(entry)
         if len(data) > self.max_entry_bytes:
             metrics.CACHE.labels("too_large").inc()
-            await self.release(lookup)
-            return False
-        await self._stores.add((lookup, data, max(1, ttl_s)))
-        return True
+            self._wake(lookup)
+            if lookup.leader:
+                self._stores.submit((lookup, b"", 0))  # no entry: only the lock is given back
+            return
+        self._stores.submit((lookup, data, max(1, ttl_s)))
+
+    async def drain(self) -> None:
+        await self._stores.drain()
 
     async def _store_batch(self, items: list[tuple[Lookup, bytes, int]]) -> None:
         keys: list[str] = []
         args: list[Any] = []
         for lk, blob, ttl in items:
             keys += (lk.key, lk.key + ":lock")
-            args += (blob, ttl, lk.token if lk.leader else "")
+            args += (blob, ttl, lk.token if lk.leader else "")  # ttl 0: no entry, only the lock
         try:
             await self._store_many(keys=keys, args=args)
-        except BaseException:
+        except (RedisError, OSError, TimeoutError):
+            metrics.CACHE.labels("error").inc(len(items))
             for lk, _, _ in items:  # wake local waiters first; then try to give the locks back
                 self._wake(lk)
             for lk, _, _ in items:
                 await self.release(lk)
-            raise
+            return
         for lk, blob, _ in items:
             lk.leader = False  # the script released it
-            metrics.CACHE_BYTES.inc(len(blob))
+            if blob:
+                metrics.CACHE_BYTES.inc(len(blob))
             self._wake(lk)  # local waiters read the answer now; no round trip needed
 
     def _wake(self, lookup: Lookup) -> None:

@@ -210,18 +210,12 @@ class Pipeline:
         return UpstreamResponse(entry.as_completion(), usage)
 
     def cache_store(self, ctx: RequestContext, entry: Entry) -> None:
-        """Store a complete answer (off the request path), then let waiting identical requests read it."""
+        """Store a complete answer (off the request path, batched), then let waiting identical requests
+        read it."""
         if self.cache is None or ctx.lookup is None:
             return
         lookup, ctx.lookup = ctx.lookup, None
-
-        async def store() -> None:
-            try:
-                await self.cache.put(lookup, entry, ctx.cache_ttl)  # stores and releases the lock
-            except (RedisError, OSError, TimeoutError):
-                metrics.CACHE.labels("error").inc()
-
-        self._spawn(store())
+        self.cache.put(lookup, entry, ctx.cache_ttl)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

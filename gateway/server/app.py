@@ -70,6 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
                 await ledger.flush()  # to the stream, or to the spool if Redis is down
+                if pipeline.cache is not None:
+                    await pipeline.cache.drain()  # answers waiting for their batch
                 await upstreams.aclose()
                 if hot is not redis:
                     await hot.aclose()
