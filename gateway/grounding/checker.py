@@ -43,6 +43,12 @@ HEDGES = re.compile(
     r"sufficient )?(information|details|data)|not enough (information|details|context)|(provides?|contains?|gives?|has) "
     r"(the |all the )?(necessary|relevant|required|needed|sufficient|enough) information)",
     re.I)
+# Advice and recommendations ("it's important to ...", "consult a professional"): guidance to the
+# reader, not a claim about the world the documents could back or contradict.
+ADVICE = re.compile(
+    r"^(\w+, )?(it'?s|it is) (always )?(important|crucial|essential|recommended|advisable|a good idea|best) to\b|"
+    r"\b(consult|seek (advice|guidance|help) from|talk to|speak (to|with)) (a|an|your|further|additional|"
+    r"other|more) ", re.I)
 # The words hedges are made of: a hedge built only from these (and the documents' words) asserts nothing.
 HEDGE_WORDS = frozenset(T.content_tokens(
     "unable answer answering question questions based given provided passage passages document documents "
@@ -156,6 +162,9 @@ class Checker:
         vocab = {t for span in spans for t in T.content_tokens(span.text)}
         index = self._index(documents, vocab)
         question_tokens = set(T.content_tokens(question or ""))
+        if question:  # what the user said is given too: "tallahassee florida" in the question
+            index.names |= {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'\-]*", question)}
+            index.numbers |= T.numbers(question)
         claims = [self._claim(span, index, question_tokens, threshold) for span in spans]
         judged = [c for c in claims if "neutral" not in c.reasons]
         score = min((c.support_score for c in judged), default=1.0)
@@ -197,9 +206,11 @@ class Checker:
         claim_tokens = T.content_tokens(claim)
         unique = set(claim_tokens)
         stripped = span.text.strip()
-        lead_in = stripped.endswith(":") and len(stripped.split()) <= 16  # introduces what follows
+        # introduces what follows: short, or made only of the question and talk about the sources
+        lead_in = stripped.endswith(":") and (len(stripped.split()) <= 16
+                                              or len(unique - question_tokens - HEDGE_WORDS) <= 2)
         list_marker = bool(LIST_MARKER.match(stripped))
-        if not unique or lead_in or list_marker or META.search(stripped) or (
+        if not unique or lead_in or list_marker or META.search(stripped) or ADVICE.search(stripped) or (
                 HEDGES.search(span.text) and len(unique - doc_tokens - HEDGE_WORDS) <= 2):
             return ClaimResult(span.text, span.start, span.end, True, 1.0, [], ["neutral"])
         restates = bool(question_tokens) and unique <= question_tokens | {"answer", "question"}

@@ -26,6 +26,7 @@ _ALNUM = re.compile(r"[^\W_]")
 ABBREVIATIONS = """Mr Mrs Ms Dr Prof Rep Sen Gov Gen Col Lt Sgt Capt Cmdr St Jr Sr Mt Ft Ave Blvd Jan Feb Mar Apr
 Jun Jul Aug Sep Sept Oct Nov Dec Mon Tue Tues Wed Thu Thurs Fri Sat Sun No Nos vs etc Inc Corp Co Ltd Dept Univ
 approx Fig""".split()
+_ABBREVIATED = frozenset(a.lower() for a in ABBREVIATIONS)  # "Sat.", "Apr.": dates and titles, not names
 _NOT_AFTER = "".join(rf"(?<!\b{a}\.)" for a in ABBREVIATIONS) + r"(?<!\b[A-Z]\.)"
 _CLAIM_END = re.compile(r"(?<=[.!?])" + _NOT_AFTER + r"[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9*\-•])|\n+")
 
@@ -182,6 +183,10 @@ def numbers(text: str, words: frozenset[str] | set[str] | None = None) -> set[st
     return out
 
 
+# Capitalised, but units rather than names: "79 degrees Fahrenheit" names nobody.
+UNITS = frozenset("fahrenheit celsius kelvin".split())
+
+
 def names(text: str) -> set[str]:
     """Capitalised words that are not the first word of a sentence: a cheap stand-in for named entities."""
     out = set()
@@ -189,7 +194,9 @@ def names(text: str) -> set[str]:
         words = _WORD.findall(sentence)
         for w in words[1:]:
             w = re.sub(r"'s?$", "", w)
-            if w[:1].isupper() and w.lower() not in STOPWORDS and len(w) > 2 and not w.isupper():
+            low = w.lower()
+            if w[:1].isupper() and low not in STOPWORDS and len(w) > 2 and not w.isupper() \
+                    and low not in UNITS and low not in _ABBREVIATED:
                 out.add(w.lower())
     return out
 

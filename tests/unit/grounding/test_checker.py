@@ -134,3 +134,28 @@ def test_list_numbers_and_ordinal_words_are_not_numbers() -> None:
     result = check("1. Acme Corp reported revenue of $4.2 billion in 2023.\n2.\nFirst, the factory in Ohio opened "
                    "in March.", DOCS)
     assert result.grounded, result.to_dict()
+
+
+def test_names_and_numbers_from_the_question_are_given() -> None:
+    docs = [{"id": "w", "content": "In Tallahassee the average high is 79 degrees and the average low is 56."}]
+    result = check("The average high in Tallahassee, Florida is 79 degrees Fahrenheit.", docs,
+                   "temperature for tallahassee florida")
+    assert result.grounded, result.to_dict()
+    # without the question, Florida is a name nobody gave
+    assert not check("The average high in Tallahassee, Florida is 79 degrees Fahrenheit.", docs).grounded
+
+
+def test_advice_and_long_lead_ins_are_neutral() -> None:
+    for text in ("It's important to check the warranty before you buy.",
+                 "Additionally, it's crucial to respect your coworker's boundaries at work.",
+                 "Therefore, the answer to the question \"What did Acme Corp report about revenue in 2023?\" "
+                 "based on these passages is:"):
+        result = check(text, DOCS, "What did Acme Corp report about revenue in 2023?")
+        assert result.grounded and all("neutral" in c.reasons for c in result.claims), text
+
+
+def test_date_abbreviations_are_not_names() -> None:
+    docs = [{"id": "p", "content": "National parks are free on Saturday and Sunday during National Park Week, "
+                                   "April 18 to 26."}]
+    result = check("National parks are free on Sat. and Sun. during National Park Week (Apr. 18-26).", docs)
+    assert result.grounded, result.to_dict()
