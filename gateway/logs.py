@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import sys
 import threading
@@ -36,7 +37,7 @@ class BufferedStderr(logging.Handler):
 
     def __init__(self, interval: float = 0.1) -> None:
         super().__init__()
-        self._lines: list[str] = []
+        self._lines: collections.deque[str] = collections.deque()  # appends and pops are thread-safe
         self._interval = interval
         self._thread = threading.Thread(target=self._run, name="log-flush", daemon=True)
         self._thread.start()
@@ -54,9 +55,10 @@ class BufferedStderr(logging.Handler):
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            if not self._lines:
+            queued = self._lines
+            if not queued:
                 return
-            lines, self._lines = self._lines, []
+            lines = [queued.popleft() for _ in range(len(queued))]  # what arrives meanwhile waits its turn
             try:
                 sys.stderr.write("\n".join(lines) + "\n")
                 sys.stderr.flush()

@@ -134,14 +134,18 @@ class LeanClient:
         return await self._send(conn, args)
 
     def _send(self, conn: _Connection, args: tuple[Any, ...]) -> "asyncio.Future[Any]":
+        packed = hiredis.pack_command(args)  # first: a value it cannot pack must not leave a waiter queued
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         deadline = loop.time() + self._timeout
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._check)
         conn.pending.append((fut, deadline))
-        assert conn.transport is not None
-        conn.transport.write(hiredis.pack_command(args))
+        try:
+            assert conn.transport is not None
+            conn.transport.write(packed)
+        except Exception as exc:  # the reply order can no longer be trusted: start afresh
+            self._drop(conn, RedisConnectionError(f"could not write to Redis ({exc})"))
         return fut
 
     def register_script(self, source: str) -> "LeanScript":

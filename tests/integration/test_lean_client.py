@@ -111,3 +111,14 @@ async def test_the_database_number_and_unix_sockets(tmp_path, redis_prefix: str)
         assert server.get(redis_prefix + "k") is None  # db 0 is untouched
     finally:
         server.shutdown()
+
+
+async def test_a_value_it_cannot_send_fails_alone(redis_url: str) -> None:
+    client = LeanClient(redis_url, timeout=2.0)
+    echo = client.register_script(ECHO)
+    try:
+        with pytest.raises(TypeError):
+            await echo(keys=["a"], args=[object(), 1])
+        assert await echo(keys=["b"], args=["c", 2]) == [b"b", b"c", 4]  # replies still line up
+    finally:
+        await client.aclose()
