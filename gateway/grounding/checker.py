@@ -49,6 +49,11 @@ ADVICE = re.compile(
     r"^(\w+, )?(it'?s|it is) (always )?(important|crucial|essential|recommended|advisable|a good idea|best) to\b|"
     r"\b(consult|seek (advice|guidance|help) from|talk to|speak (to|with)) (a|an|your|further|additional|"
     r"other|more) ", re.I)
+# A claim followed by its own admission that the sources do not hold it.
+ADMITTED = re.compile(
+    r"[(\[,;-]\s*(but |though |although |this is )?(not|isn'?t|is not) (explicitly |directly |specifically )?"
+    r"(mentioned|stated|provided|found|covered|included) in the (given |provided )?(passages?|documents?|"
+    r"context|sources?|text)\s*[)\]]?", re.I)
 # The words hedges are made of: a hedge built only from these (and the documents' words) asserts nothing.
 HEDGE_WORDS = frozenset(T.content_tokens(
     "unable answer answering question questions based given provided passage passages document documents "
@@ -210,6 +215,10 @@ class Checker:
         lead_in = stripped.endswith(":") and (len(stripped.split()) <= 16
                                               or len(unique - question_tokens - HEDGE_WORDS) <= 2)
         list_marker = bool(LIST_MARKER.match(stripped))
+        if ADMITTED.search(span.text) and not HEDGES.search(ADMITTED.sub(" ", span.text)):
+            # a claim that says itself the documents do not back it: "... (not mentioned in the passages)"
+            return ClaimResult(span.text, span.start, span.end, False, 0.0, [],
+                               ["says itself the documents do not state it"], 0.0)
         if not unique or lead_in or list_marker or META.search(stripped) or ADVICE.search(stripped) or (
                 HEDGES.search(span.text) and len(unique - doc_tokens - HEDGE_WORDS) <= 2):
             return ClaimResult(span.text, span.start, span.end, True, 1.0, [], ["neutral"])

@@ -159,3 +159,10 @@ def test_date_abbreviations_are_not_names() -> None:
                                    "April 18 to 26."}]
     result = check("National parks are free on Sat. and Sun. during National Park Week (Apr. 18-26).", docs)
     assert result.grounded, result.to_dict()
+
+
+def test_a_claim_that_admits_the_documents_do_not_hold_it_is_unsupported() -> None:
+    result, claim = one("Acme Corp also makes bicycles (not explicitly mentioned in the passages).")
+    assert not result.grounded and not claim.supported and "neutral" not in claim.reasons
+    result, claim = one("The passages do not say whether Acme Corp makes bicycles.")  # a hedge, not a claim
+    assert result.grounded and "says itself the documents do not state it" not in claim.reasons
