@@ -107,6 +107,7 @@ class _Index:
     tokens: set[str]  # every answer word the documents hold
     numbers: set[str]
     names: set[str]
+    attributes: list[tuple[frozenset[str], frozenset[str], bool]]
     idf: dict[str, float]
     postings: dict[str, list[int]]  # word -> the passages holding it
 
@@ -127,6 +128,7 @@ class _Prepared:
     tokens: tuple[frozenset[str], ...]
     numbers: frozenset[str]
     words: frozenset[str]  # every word, lower-cased (names are looked up here)
+    attributes: tuple[tuple[frozenset[str], frozenset[str], bool], ...]  # "Outdoor seating: no"
 
 
 _PREPARED: OrderedDict[str, _Prepared] = OrderedDict()
@@ -146,7 +148,8 @@ def _prepare(content: str) -> _Prepared:
     tokens = tuple(T.token_set(s, raw) for s in sentences)
     words = frozenset(w.lower() for w in raw if not w[0].isdigit())
     plain = words.union(*(re.split(r"[-']", w) for w in words if "-" in w or "'" in w))  # "twenty-one"
-    prepared = _Prepared(sentences, tokens, frozenset(T.numbers(content, plain)), words)
+    prepared = _Prepared(sentences, tokens, frozenset(T.numbers(content, plain)), words,
+                         tuple(T.attributes(content)) if ":" in content else ())
     with _PREPARED_LOCK:
         _PREPARED[content] = prepared
         if len(_PREPARED) > _PREPARED_MAX:
@@ -182,6 +185,7 @@ class Checker:
         all_tokens: set[str] = set()
         all_numbers: set[str] = set()
         all_names: set[str] = set()
+        attributes: list[tuple[frozenset[str], frozenset[str], bool]] = []
         for doc in documents:
             prepared = _prepare(str(doc.get("content", "")))
             doc_id = str(doc.get("id", ""))
@@ -197,13 +201,14 @@ class Checker:
                         passages.append(_Passage(doc_id, " ".join(sentences[i:i + size]), window, False))
             all_numbers |= prepared.numbers
             all_names |= prepared.words
+            attributes += prepared.attributes
         n = max(1, len(passages))
         idf = {t: math.log(1 + n / (1 + c)) for t, c in df.items()}
         postings: dict[str, list[int]] = {}
         for i, p in enumerate(passages):
             for t in p.tokens:
                 postings.setdefault(t, []).append(i)
-        return _Index(passages, all_tokens, all_numbers, all_names, idf, postings)
+        return _Index(passages, all_tokens, all_numbers, all_names, attributes, idf, postings)
 
     def _claim(self, span: T.Span, index: _Index, question_tokens: set[str], threshold: float) -> ClaimResult:
         passages, doc_tokens, idf, postings = index.passages, index.tokens, index.idf, index.postings
@@ -273,6 +278,10 @@ class Checker:
         if missing_numbers:
             score *= 0.25 ** len(missing_numbers)
             reasons.append("numbers not in the documents: " + ", ".join(sorted(missing_numbers)))
+        against = T.contradicted(claim, index.attributes)
+        if against:
+            score *= 0.25 ** len(against)
+            reasons.append("contradicts the documents' attributes: " + "; ".join(against))
         missing_names = {n for n in T.names(claim) if n not in index.names}
         if missing_names:
             score *= 0.5 ** len(missing_names)

@@ -204,3 +204,62 @@ def names(text: str) -> set[str]:
 def negated(text: str) -> bool:
     low = text.lower()
     return any(n in low.split() for n in NEGATIONS) or "n't" in low
+
+
+# -- attribute records ("Outdoor seating: no", "Parking: garage: no, street: yes") ----------------------
+
+_NO_VALUES = frozenset({"no", "false", "none"})
+_YES_VALUES = frozenset({"yes", "true", "free", "paid"})
+_ATTR_LINE = re.compile(r"^\s*[-*•]?\s*([A-Za-z][A-Za-z ()/'-]{1,40}):\s*(.+?)\s*$")
+_ATTR_PAIR = re.compile(r"([A-Za-z][A-Za-z ()/'-]{1,30}):\s*([A-Za-z0-9 .'/-]+?)\s*(?:,|$)")
+_CLAUSE_BREAK = frozenset({"but", "while", "although", "though", "however", "whereas", "yet"})
+_NEGATORS = frozenset({"no", "not", "never", "without", "neither", "nor", "none", "lacks", "lack", "isn't",
+                       "doesn't", "don't", "aren't", "won't", "cannot", "can't", "didn't", "wasn't"})
+
+
+def attributes(text: str) -> list[tuple[frozenset[str], frozenset[str], bool]]:
+    """Yes/no attributes of a record: (the attribute's tokens, its parent's tokens, its value)."""
+    out = []
+    for line in text.splitlines():
+        m = _ATTR_LINE.match(line)
+        if m is None:
+            continue
+        key, rest = m.group(1), m.group(2)
+        if ":" in rest:  # nested: "Parking: garage: no, street: yes"
+            parent = frozenset(content_tokens(key))
+            for child, value in _ATTR_PAIR.findall(rest):
+                v = value.strip().lower()
+                if v in _NO_VALUES or v in _YES_VALUES:
+                    out.append((frozenset(content_tokens(child.replace("-", ""))), parent, v not in _NO_VALUES))
+        else:
+            v = rest.lower().rstrip(".")
+            if v in _NO_VALUES or v in _YES_VALUES:
+                out.append((frozenset(content_tokens(key.replace("-", ""))), frozenset(), v not in _NO_VALUES))
+    return [a for a in out if a[0]]
+
+
+def contradicted(claim: str, attrs: list[tuple[frozenset[str], frozenset[str], bool]]) -> list[str]:
+    """Attributes the claim asserts against the record: one the record says no to, stated without a
+    negation in its clause ("offers outdoor seating"), or one it says yes to, negated ("no WiFi")."""
+    if not attrs:
+        return []
+    words = [w.lower() for w in _WORD.findall(claim.replace("-", ""))]
+    stems = [_token(w) for w in words]
+    present = set(stems)
+    out = []
+    for terms, parent, value in attrs:
+        if not terms <= present:
+            continue
+        if parent and all(len(t) <= 6 for t in terms) and not parent & present:
+            continue  # "street" or "lot" alone is not about parking
+        at = min(i for i, s in enumerate(stems) if s in terms)
+        negated_here = False
+        for w in reversed(words[max(0, at - 6):at]):
+            if w in _CLAUSE_BREAK:
+                break
+            if w in _NEGATORS or w.endswith("n't"):
+                negated_here = True
+                break
+        if negated_here == value:
+            out.append(" ".join(sorted(terms)) + (" (the record says yes)" if value else " (the record says no)"))
+    return out

@@ -166,3 +166,26 @@ def test_a_claim_that_admits_the_documents_do_not_hold_it_is_unsupported() -> No
     assert not result.grounded and not claim.supported and "neutral" not in claim.reasons
     result, claim = one("The passages do not say whether Acme Corp makes bicycles.")  # a hedge, not a claim
     assert result.grounded and "says itself the documents do not state it" not in claim.reasons
+
+
+RECORD = [{"id": "business", "content": "Name: Harbor Cafe\nCategories: Coffee, Breakfast\nAttributes:\n"
+                                        "- Outdoor seating: no\n- Takes reservations: yes\n- WiFi: free\n"
+                                        "- Parking: garage: no, street: yes, valet: no\n"
+                                        "- Ambience: romantic: no, casual: yes"}]
+
+
+def test_claims_against_a_records_yes_no_attributes() -> None:
+    def verdict(text: str) -> bool:
+        result = check(text, RECORD)
+        assert len(result.claims) == 1
+        return result.claims[0].supported
+
+    assert not verdict("Harbor Cafe offers outdoor seating for breakfast.")         # the record says no
+    assert not verdict("Harbor Cafe does not take reservations.")                  # the record says yes
+    assert not verdict("Harbor Cafe has a romantic ambience and valet parking.")
+    assert verdict("Harbor Cafe has no outdoor seating, but it takes reservations.")  # both agree
+    assert verdict("Harbor Cafe offers free WiFi and street parking.")
+    assert verdict("Harbor Cafe serves breakfast coffee beside a garage.")  # a garage, not garage parking
+    assert not verdict("Harbor Cafe offers breakfast coffee and garage parking.")
+    claim = check("Harbor Cafe offers outdoor seating.", RECORD).claims[0]
+    assert any("outdoor seat" in r and "says no" in r for r in claim.reasons)
