@@ -20,6 +20,9 @@ Options
   cached=N             report N of the prompt tokens as cached (prompt_tokens_details.cached_tokens)
   finish=REASON        the finish_reason to report (default stop)
   say_user=1           answer with the last user message, word for word
+  judge=1              act as a grounding verifier: read "CLAIM n: text" lines and the DOCUMENTS block of
+                       the last user message and answer {"verdicts": [...]}, a claim supported when its
+                       text (letters and digits only, any case) appears in the documents word for word
   tool=1               answer with a tool call (also the default when tools are given and
                        tool_choice is not "none")
   fail_times=N,key=K   fail (status, default 500) only the first N requests carrying key K
@@ -34,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 import struct
 from collections import Counter, deque
 from typing import Any
@@ -265,6 +269,8 @@ class FakeUpstream:
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
     def _answer_text(self, body: dict[str, Any], seed: str, n_words: int, opts: dict[str, str] | None = None) -> str:
+        if opts and opts.get("judge"):
+            return _judge(body)
         if opts and opts.get("say_user"):
             users = [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)
                      and m.get("role") == "user" and isinstance(m.get("content"), str)]
@@ -464,3 +470,19 @@ def main(host: str = "127.0.0.1", port: int = 9100) -> None:
     fake = FakeUpstream()
     web.run_app(fake.app(), host=host, port=port, access_log=None, print=None, handler_cancellation=True,
                 shutdown_timeout=1)
+
+
+def _judge(body: dict[str, Any]) -> str:
+    """A deterministic stand-in for a verifier model: verbatim support only."""
+    users = [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    prompt = users[-1] if users and isinstance(users[-1], str) else ""
+    documents = re.split(r"\n\n(?:QUESTION|CLAIMS):", prompt)[0]
+
+    def plain(text: str) -> str:
+        return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+    verdicts = []
+    for m in re.finditer(r"^CLAIM (\d+): (.*)$", prompt, re.M):
+        supported = plain(m.group(2)) in plain(documents)
+        verdicts.append({"claim": int(m.group(1)), "supported": supported, "score": 0.95 if supported else 0.05})
+    return orjson.dumps({"verdicts": verdicts}).decode()

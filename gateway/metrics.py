@@ -119,6 +119,12 @@ SUPPORT = Histogram(
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
     registry=REGISTRY,
 )
+GROUNDING_VERIFIER_ERRORS = Counter(
+    "gateway_grounding_verifier_errors_total",
+    "Model-verifier calls that failed or answered unreadably; the CPU checker's result stood.",
+    ["model"],
+    registry=REGISTRY,
+)
 POLICY_INFO = Gauge(
     "gateway_policy_loaded_timestamp_seconds",
     "When the active routing policy was loaded.",

@@ -26,6 +26,7 @@ from gateway.catalog import Deployment
 from gateway.grounding import Checker, GroundingResult
 from gateway.grounding.actions import GroundingRequest, answer_text, grounding_request
 from gateway.grounding.actions import apply as apply_grounding
+from gateway.grounding import verifier
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamClientError, UpstreamError
 from gateway.health import Breakers, Concurrency
 from gateway.keys import KeyStore, Principal
@@ -151,7 +152,7 @@ class Pipeline:
         wants_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
         if ctx.endpoint == "chat/completions":
             gp = plan.grounding
-            ctx.grounding_request = grounding_request(body, gp.action, gp.threshold, gp.tool_messages)
+            ctx.grounding_request = grounding_request(body, gp.action, gp.threshold, gp.tool_messages, gp.verifier)
         if self.cache is not None and plan.cache.enabled:
             hit = await self._cache_lookup(ctx, plan, body, wants_usage)
             if hit is not None:
@@ -264,8 +265,7 @@ class Pipeline:
                     verdict = answer_facts(result, facts)
                     g = ctx.grounding_request
                     if g is not None:  # the accept check reads support_score and grounded
-                        ctx.grounding = self.checker.check(answer_text(result.body), g.documents, g.question,
-                                                           g.threshold)
+                        ctx.grounding = await self._check(ctx, answer_text(result.body))
                         verdict.support_score = ctx.grounding.support_score
                         verdict.grounded = ctx.grounding.grounded
                     escalate = g is not None and g.action == "escalate" and not verdict.grounded
@@ -314,14 +314,48 @@ class Pipeline:
             apply_grounding(result.body, ctx.grounding, g)  # after caching: the cache holds the raw answer
         return body_usage["cost_usd"]
 
-    def ground_stream(self, ctx: RequestContext, content: str) -> dict[str, Any] | None:
+    async def ground(self, ctx: RequestContext, result: UpstreamResponse) -> None:
+        """Check a complete answer (before it is metered and sent), unless a cascade already did."""
+        g = ctx.grounding_request
+        if g is not None and ctx.grounding is None and isinstance(result.body.get("choices"), list):
+            ctx.grounding = await self._check(ctx, answer_text(result.body))
+
+    async def ground_stream(self, ctx: RequestContext, content: str) -> dict[str, Any] | None:
         """A streamed answer's check, run on the assembled text; its result travels as a final chunk."""
         g = ctx.grounding_request
         if g is None:
             return None
-        ctx.grounding = self.checker.check(content, g.documents, g.question, g.threshold)
+        ctx.grounding = await self._check(ctx, content)
         self._count_grounding(ctx)
         return None if g.action == "flag" else ctx.grounding.to_dict()
+
+    async def _check(self, ctx: RequestContext, text: str) -> GroundingResult:
+        """The CPU checker, then (if the route names one) the model verifier on its claims, in one call.
+        A verifier that fails or answers nonsense leaves the checker's result, with a reason saying so."""
+        g = ctx.grounding_request
+        assert g is not None
+        result = self.checker.check(text, g.documents, g.question, g.threshold)
+        d = self.policy.deployments.get(g.verifier) if g.verifier else None
+        if d is None:
+            return result
+        built = verifier.request_body(d.id, result, g.documents, g.question)
+        if built is None:
+            return result
+        body, judged = built
+        call = UpstreamCall(endpoint="chat/completions", body=body, stream=False, client_wants_usage=False,
+                            request_id=ctx.request_id)
+        try:
+            answer = await self.upstreams.for_deployment(d).send(d, call)
+            assert isinstance(answer, UpstreamResponse)
+            return verifier.merge(result, judged, answer_text(answer.body), g.threshold)
+        except (GatewayError, ValueError) as exc:
+            metrics.GROUNDING_VERIFIER_ERRORS.labels(d.id).inc()
+            log.warning("grounding verifier failed; the checker's result stands", extra={"fields": {
+                "request_id": ctx.request_id, "verifier": d.id, "error": getattr(exc, "code", None) or str(exc)}})
+            for c in result.claims:
+                if "neutral" not in c.reasons:
+                    c.reasons.append("verifier unavailable")
+            return result
 
     def _count_grounding(self, ctx: RequestContext) -> None:
         assert ctx.grounding is not None

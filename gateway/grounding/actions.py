@@ -25,10 +25,11 @@ class GroundingRequest:
     question: str | None
     action: str
     threshold: float
+    verifier: str | None = None  # a deployment id: a model that judges the claims too
 
 
 def grounding_request(body: dict[str, Any], action: str = "annotate", threshold: float = 0.35,
-                      tool_messages: bool = False) -> GroundingRequest | None:
+                      tool_messages: bool = False, verifier: str | None = None) -> GroundingRequest | None:
     """The documents to check against, and how: None when the request brings none (then no check runs)."""
     ext = body.get("grounding") if isinstance(body.get("grounding"), dict) else {}
     documents = [dict(d, id=str(d.get("id", i))) for i, d in enumerate(ext.get("documents") or [])
@@ -50,7 +51,7 @@ def grounding_request(body: dict[str, Any], action: str = "annotate", threshold:
         threshold = asked_threshold
     question = next((m.get("content") for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"
                      and isinstance(m.get("content"), str)), None)
-    return GroundingRequest(documents, question, action, float(threshold))
+    return GroundingRequest(documents, question, action, float(threshold), verifier)
 
 
 def answer_text(completion: dict[str, Any]) -> str:

@@ -192,9 +192,15 @@ def load_policy_text(text: str, source: str = "<policy>", env: Mapping[str, str]
                                    + fallbacks) for k in range(len(arms)))
         else:
             orders = (_dedupe(steps + fallbacks),)
+        grounding = _merged(GroundingPolicy, shell.settings.grounding, r.grounding)
+        if grounding.verifier is not None and grounding.verifier not in deployments:
+            where = at + ("grounding", "verifier") if r.grounding and r.grounding.verifier else (
+                "settings", "grounding", "verifier")
+            issues.append(issue(where, f"no model {grounding.verifier!r} in models:"
+                                       f"{_did_you_mean(grounding.verifier, deployments, True)}"))
         routes.append(Route(
             test=match.test, orders=orders, floor=_floor(orders[0]), cache=_merged(CachePolicy, shell.settings.cache, r.cache),
-            grounding=_merged(GroundingPolicy, shell.settings.grounding, r.grounding),
+            grounding=grounding,
             name=r.name, index=i, position=f"{source}:{line}", match=match, models=models, action=(
                 "target" if r.target is not None else "split" if r.split is not None else "cascade"),
             steps=steps, arms=tuple(arms), total_weight=sum(a.weight for a in arms), sticky=r.sticky,

@@ -34,6 +34,7 @@ class GroundingPolicy:
     action: str = "annotate"
     threshold: float = 0.35
     tool_messages: bool = False
+    verifier: str | None = None  # a deployment id: a model that judges the claims too
 
 
 @dataclass(frozen=True, slots=True)

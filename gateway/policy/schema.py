@@ -136,6 +136,8 @@ class GroundingSpec(Strict):
         "in a cascade, an ungrounded answer goes to the next target")
     threshold: float | None = Field(default=None, ge=0, le=1, description="claim support needed (default 0.35)")
     tool_messages: bool | None = Field(default=None, description="also treat `tool` role messages as documents")
+    verifier: str | None = Field(default=None, description="a model from `models:` that judges the claims too "
+                                 "(one call per answer, after the CPU checker); its verdict decides")
 
 
 class SettingsSpec(Strict):

@@ -125,3 +125,35 @@ def test_tool_messages_as_documents(gclient: OpenAI) -> None:
         {"role": "user", "content": "The Eiffel Tower is 330 metres tall."}])
     body = json.loads(raw.content)
     assert body["grounding"]["grounded"] is True and body["grounding"]["claims"][0]["citations"] == ["call_1"]
+
+
+PARAPHRASE = "The Eiffel Tower stands 330 metres high in Paris. It was completed in 1889."
+
+
+def test_a_model_verifier_judges_the_claims_in_one_call(gclient: OpenAI, ggw: Gateway, fake_upstream) -> None:
+    # the CPU checker supports the paraphrase; the (verbatim-only) judge does not: its verdict decides
+    _, plain = ask(gclient, "annotate-echo", PARAPHRASE)
+    assert plain["grounding"]["grounded"]
+    fake_upstream.reset()
+    headers, body = ask(gclient, "verified", PARAPHRASE)
+    g = body["grounding"]
+    assert not g["grounded"] and headers["x-gateway-grounded"] == "false"
+    first, second = g["claims"]
+    assert not first["supported"] and "verifier: not supported" in first["reasons"]
+    assert second["supported"] and "verifier: supported" in second["reasons"]
+    judge_calls = [r["body"] for r in fake_upstream.requests()
+                   if str(r["body"].get("model", "")).startswith("fake-judge")]
+    assert len(judge_calls) == 1  # every claim of the answer in one call
+    assert "CLAIM 2: It was completed in 1889." in judge_calls[0]["messages"][-1]["content"]
+    # streamed, the final grounding chunk carries the judge's verdicts too
+    _, chunks = sse_chat(ggw.base_url, gclient.api_key, {"model": "verified", "messages": [
+        {"role": "user", "content": GROUNDED}], "grounding": {"documents": DOCS}})
+    final = chunks[-1]["grounding"]
+    assert final["grounded"] and all("verifier: supported" in c["reasons"] for c in final["claims"])
+
+
+def test_a_failing_verifier_leaves_the_checkers_result(gclient: OpenAI) -> None:
+    headers, body = ask(gclient, "verified-broken", GROUNDED)
+    g = body["grounding"]
+    assert g["grounded"] and headers["x-gateway-grounded"] == "true"
+    assert all("verifier unavailable" in c["reasons"] for c in g["claims"])

@@ -189,3 +189,20 @@ def test_claims_against_a_records_yes_no_attributes() -> None:
     assert not verdict("Harbor Cafe offers breakfast coffee and garage parking.")
     claim = check("Harbor Cafe offers outdoor seating.", RECORD).claims[0]
     assert any("outdoor seat" in r and "says no" in r for r in claim.reasons)
+
+
+def test_the_verifier_request_and_verdicts() -> None:
+    import pytest
+
+    from gateway.grounding import verifier
+
+    result = check("Sure! Acme Corp reported revenue of $4.2 billion in 2023. The factory opened in March.", DOCS)
+    body, judged = verifier.request_body("judge", result, DOCS, "How did Acme do?")
+    assert len(judged) == 2 and "CLAIM 1: Acme Corp reported" in body["messages"][-1]["content"]  # framing skipped
+    merged = verifier.merge(result, judged, '{"verdicts": [{"claim": 2, "supported": false, "score": 0.9}, '
+                                            '{"claim": 7, "supported": true}]}', 0.35)
+    second = merged.claims[judged[1]]
+    assert not second.supported and second.support_score < 0.35  # the verdict decides; the score follows it
+    assert merged.claims[judged[0]].supported and not merged.grounded  # claim 1 unjudged: the checker's stands
+    with pytest.raises(ValueError):
+        verifier.merge(result, judged, "I think they are fine", 0.35)
