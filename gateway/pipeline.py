@@ -61,6 +61,7 @@ class RequestContext:
     usage: Usage | None = None
     cost: Decimal | None = None
     saved: Decimal | None = None
+    verifier_cost: Decimal = ZERO  # what the grounding verifier's calls cost: part of the request's cost
     cache: str = "none"  # none, miss, hit, bypass, refresh
     admission: Admission | None = None  # budgets and rate limits to charge when the answer is complete
 
@@ -291,12 +292,13 @@ class Pipeline:
     def meter_response(self, ctx: RequestContext, result: UpstreamResponse) -> str:
         """Settle usage and cost for a complete answer; put them in its body. Returns the cost string."""
         if ctx.cache == "hit":
-            ctx.usage, ctx.cost = result.usage, ZERO
+            ctx.usage, answer_cost = result.usage, ZERO
         else:
             d = ctx.deployment
             assert d is not None and ctx.body is not None
             ctx.usage = self.meter.response_usage(d, ctx.endpoint, ctx.body, result.body, result.usage)
-            ctx.cost = self.meter.cost(d, ctx.usage)
+            answer_cost = self.meter.cost(d, ctx.usage)
+        ctx.cost = answer_cost + ctx.verifier_cost  # a grounding verifier's calls are part of the request
         body_usage = result.body.get("usage")
         if not isinstance(body_usage, dict):
             body_usage = result.body["usage"] = usage_dict(ctx.usage or Usage())
@@ -308,7 +310,7 @@ class Pipeline:
         if ctx.lookup is not None:
             stored = {k: v for k, v in body_usage.items() if k != "cost_usd"}
             self.cache_store(ctx, Entry({k: v for k, v in result.body.items() if k != "usage"}, None, stored,
-                                        usd(ctx.cost), ctx.model, ctx.tier))
+                                        usd(answer_cost), ctx.model, ctx.tier))
         body_usage["cost_usd"] = usd(ctx.cost)
         if g is not None and ctx.grounding is not None:
             apply_grounding(result.body, ctx.grounding, g)  # after caching: the cache holds the raw answer
@@ -325,9 +327,24 @@ class Pipeline:
         g = ctx.grounding_request
         if g is None:
             return None
+        before = ctx.verifier_cost
         ctx.grounding = await self._check(ctx, content)
+        if ctx.verifier_cost != before:  # after the usage chunk went out: the ledger and budgets see it
+            ctx.cost = (ctx.cost or ZERO) + ctx.verifier_cost - before
         self._count_grounding(ctx)
         return None if g.action == "flag" else ctx.grounding.to_dict()
+
+    def _charge_verifier(self, ctx: RequestContext, d: Any, body: dict[str, Any], answer: UpstreamResponse) -> None:
+        """The verifier's call is part of the request: its tokens and cost are metered under its own model
+        and its cost is added to the request's (header, body and ledger)."""
+        usage = self.meter.response_usage(d, "chat/completions", body, answer.body, answer.usage)
+        cost = self.meter.cost(d, usage)
+        ctx.verifier_cost += cost
+        metrics.TOKENS.labels(d.id, d.tier, "prompt").inc(usage.prompt_tokens)
+        metrics.TOKENS.labels(d.id, d.tier, "completion").inc(usage.completion_tokens)
+        if cost:
+            p = ctx.principal
+            metrics.COST.labels(p.team if p else "-", d.id, d.tier, ctx.route).inc(float(cost))
 
     async def _check(self, ctx: RequestContext, text: str) -> GroundingResult:
         """The CPU checker, then (if the route names one) the model verifier on its claims, in one call.
@@ -347,6 +364,7 @@ class Pipeline:
         try:
             answer = await self.upstreams.for_deployment(d).send(d, call)
             assert isinstance(answer, UpstreamResponse)
+            self._charge_verifier(ctx, d, body, answer)
             return verifier.merge(result, judged, answer_text(answer.body), g.threshold)
         except (GatewayError, ValueError) as exc:
             metrics.GROUNDING_VERIFIER_ERRORS.labels(d.id).inc()

@@ -132,8 +132,8 @@ PARAPHRASE = "The Eiffel Tower stands 330 metres high in Paris. It was completed
 
 def test_a_model_verifier_judges_the_claims_in_one_call(gclient: OpenAI, ggw: Gateway, fake_upstream) -> None:
     # the CPU checker supports the paraphrase; the (verbatim-only) judge does not: its verdict decides
-    _, plain = ask(gclient, "annotate-echo", PARAPHRASE)
-    assert plain["grounding"]["grounded"]
+    plain_headers, plain = ask(gclient, "annotate-echo", PARAPHRASE)
+    assert plain["grounding"]["grounded"] and float(plain_headers["x-gateway-cost-usd"]) == 0
     fake_upstream.reset()
     headers, body = ask(gclient, "verified", PARAPHRASE)
     g = body["grounding"]
@@ -141,6 +141,8 @@ def test_a_model_verifier_judges_the_claims_in_one_call(gclient: OpenAI, ggw: Ga
     first, second = g["claims"]
     assert not first["supported"] and "verifier: not supported" in first["reasons"]
     assert second["supported"] and "verifier: supported" in second["reasons"]
+    # the judge's call is part of the request's cost (the echo model itself is free here)
+    assert float(headers["x-gateway-cost-usd"]) > 0 and body["usage"]["cost_usd"] == headers["x-gateway-cost-usd"]
     judge_calls = [r["body"] for r in fake_upstream.requests()
                    if str(r["body"].get("model", "")).startswith("fake-judge")]
     assert len(judge_calls) == 1  # every claim of the answer in one call
