@@ -23,10 +23,9 @@ from redis.exceptions import RedisError
 from gateway import logs, metrics
 from gateway.cache import Cache, Entry, Lookup, cache_key, deterministic
 from gateway.catalog import Deployment
-from gateway.grounding import Checker, GroundingResult
+from gateway.grounding import Checker, GroundingResult, verifier
 from gateway.grounding.actions import GroundingRequest, answer_text, grounding_request
 from gateway.grounding.actions import apply as apply_grounding
-from gateway.grounding import verifier
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamClientError, UpstreamError
 from gateway.health import Breakers, Concurrency
 from gateway.keys import KeyStore, Principal
@@ -59,9 +58,9 @@ class RequestContext:
     body: dict[str, Any] | None = None
     deployment: Deployment | None = None  # the one that answered
     usage: Usage | None = None
-    cost: Decimal | None = None
+    cost: Decimal | None = None  # what the answer cost (0 for a cache hit)
     saved: Decimal | None = None
-    verifier_cost: Decimal = ZERO  # what the grounding verifier's calls cost: part of the request's cost
+    verifier_cost: Decimal = ZERO  # what the grounding verifier's calls cost
     cache: str = "none"  # none, miss, hit, bypass, refresh
     admission: Admission | None = None  # budgets and rate limits to charge when the answer is complete
 
@@ -69,6 +68,11 @@ class RequestContext:
     cache_ttl: int = 0
     grounding_request: GroundingRequest | None = None  # documents to check the answer against
     grounding: GroundingResult | None = None
+
+    @property
+    def total_cost(self) -> Decimal:
+        """What the request cost: its answer and any grounding verifier calls it made."""
+        return (self.cost or ZERO) + self.verifier_cost
 
     def routing_headers(self) -> dict[str, str]:
         headers = {
@@ -292,26 +296,23 @@ class Pipeline:
     def meter_response(self, ctx: RequestContext, result: UpstreamResponse) -> str:
         """Settle usage and cost for a complete answer; put them in its body. Returns the cost string."""
         if ctx.cache == "hit":
-            ctx.usage, answer_cost = result.usage, ZERO
+            ctx.usage, ctx.cost = result.usage, ZERO
         else:
             d = ctx.deployment
             assert d is not None and ctx.body is not None
             ctx.usage = self.meter.response_usage(d, ctx.endpoint, ctx.body, result.body, result.usage)
-            answer_cost = self.meter.cost(d, ctx.usage)
-        ctx.cost = answer_cost + ctx.verifier_cost  # a grounding verifier's calls are part of the request
+            ctx.cost = self.meter.cost(d, ctx.usage)
         body_usage = result.body.get("usage")
         if not isinstance(body_usage, dict):
             body_usage = result.body["usage"] = usage_dict(ctx.usage or Usage())
         g = ctx.grounding_request
-        if g is not None and isinstance(result.body.get("choices"), list):
-            if ctx.grounding is None:
-                ctx.grounding = self.checker.check(answer_text(result.body), g.documents, g.question, g.threshold)
+        if ctx.grounding is not None:  # checked by ground() (or a cascade) before this
             self._count_grounding(ctx)
         if ctx.lookup is not None:
             stored = {k: v for k, v in body_usage.items() if k != "cost_usd"}
             self.cache_store(ctx, Entry({k: v for k, v in result.body.items() if k != "usage"}, None, stored,
-                                        usd(answer_cost), ctx.model, ctx.tier))
-        body_usage["cost_usd"] = usd(ctx.cost)
+                                        usd(ctx.cost), ctx.model, ctx.tier))
+        body_usage["cost_usd"] = usd(ctx.total_cost)
         if g is not None and ctx.grounding is not None:
             apply_grounding(result.body, ctx.grounding, g)  # after caching: the cache holds the raw answer
         return body_usage["cost_usd"]
@@ -327,24 +328,18 @@ class Pipeline:
         g = ctx.grounding_request
         if g is None:
             return None
-        before = ctx.verifier_cost
-        ctx.grounding = await self._check(ctx, content)
-        if ctx.verifier_cost != before:  # after the usage chunk went out: the ledger and budgets see it
-            ctx.cost = (ctx.cost or ZERO) + ctx.verifier_cost - before
+        ctx.grounding = await self._check(ctx, content)  # after the usage chunk: the ledger sees its cost
         self._count_grounding(ctx)
         return None if g.action == "flag" else ctx.grounding.to_dict()
 
-    def _charge_verifier(self, ctx: RequestContext, d: Any, body: dict[str, Any], answer: UpstreamResponse) -> None:
+    def _charge_verifier(self, ctx: RequestContext, d: Deployment, body: dict[str, Any],
+                         answer: UpstreamResponse) -> None:
         """The verifier's call is part of the request: its tokens and cost are metered under its own model
-        and its cost is added to the request's (header, body and ledger)."""
+        and its cost is part of the request's (header, body, ledger and budgets)."""
         usage = self.meter.response_usage(d, "chat/completions", body, answer.body, answer.usage)
         cost = self.meter.cost(d, usage)
         ctx.verifier_cost += cost
-        metrics.TOKENS.labels(d.id, d.tier, "prompt").inc(usage.prompt_tokens)
-        metrics.TOKENS.labels(d.id, d.tier, "completion").inc(usage.completion_tokens)
-        if cost:
-            p = ctx.principal
-            metrics.COST.labels(p.team if p else "-", d.id, d.tier, ctx.route).inc(float(cost))
+        _count_usage(ctx, d.id, d.tier, usage, cost)
 
     async def _check(self, ctx: RequestContext, text: str) -> GroundingResult:
         """The CPU checker, then (if the route names one) the model verifier on its claims, in one call.
@@ -383,8 +378,8 @@ class Pipeline:
 
     def stream_cost(self, ctx: RequestContext, usage: Usage) -> str:
         if ctx.cache == "hit" or ctx.deployment is None:
-            return "0"
-        return usd(self.meter.cost(ctx.deployment, usage))
+            return usd(ctx.verifier_cost)
+        return usd(self.meter.cost(ctx.deployment, usage) + ctx.verifier_cost)
 
     def meter_stream(self, ctx: RequestContext, streamed_text: str, reported: Usage | None) -> Usage:
         if ctx.cache == "hit":
@@ -403,15 +398,14 @@ class Pipeline:
         usage, p = ctx.usage, ctx.principal
         metrics.REQUESTS.labels(kind, ctx.route, ctx.model, ctx.tier, str(status)).inc()
         metrics.REQUEST_LATENCY.labels(kind, ctx.route, ctx.model).observe(elapsed)
-        if usage is not None:
-            metrics.TOKENS.labels(ctx.model, ctx.tier, "prompt").inc(usage.prompt_tokens)
-            metrics.TOKENS.labels(ctx.model, ctx.tier, "completion").inc(usage.completion_tokens)
-        if ctx.cost:
-            metrics.COST.labels(p.team if p else "-", ctx.model, ctx.tier, ctx.route).inc(float(ctx.cost))
+        if usage is not None:  # the answer's own; a verifier's calls were counted under its model
+            _count_usage(ctx, ctx.model, ctx.tier, usage, ctx.cost or ZERO)
         if ctx.saved:
             metrics.CACHE_SAVED.labels(p.team if p else "-", ctx.model).inc(float(ctx.saved))
-        if ctx.admission is not None and self.limits is not None and usage is not None and ctx.cache != "hit":
-            self._spawn(self.limits.charge(ctx.admission, ctx.cost or ZERO, usage.total_tokens))
+        if ctx.admission is not None and self.limits is not None and usage is not None and (
+                ctx.cache != "hit" or ctx.verifier_cost):  # a hit still pays for its verifier
+            tokens = usage.total_tokens if ctx.cache != "hit" else 0
+            self._spawn(self.limits.charge(ctx.admission, ctx.total_cost, tokens))
         if ctx.lookup is not None:  # ended without storing an answer: release waiting identical requests
             lookup, ctx.lookup = ctx.lookup, None
             if self.cache is not None:
@@ -425,7 +419,7 @@ class Pipeline:
                 "completion_tokens": usage.completion_tokens if usage else 0,
                 "cached_tokens": usage.cached_tokens if usage else 0,
                 "reasoning_tokens": usage.reasoning_tokens if usage else 0,
-                "estimated": int(bool(usage and usage.estimated)), "cost_usd": usd(ctx.cost or ZERO),
+                "estimated": int(bool(usage and usage.estimated)), "cost_usd": usd(ctx.total_cost),
                 "saved_usd": usd(ctx.saved or ZERO), "cache": ctx.cache, "latency_ms": round(elapsed * 1000, 2),
                 "status": status, "attempts": ctx.attempts, "stream": int(ctx.stream),
                 "grounding_score": round(ctx.grounding.support_score, 4) if ctx.grounding is not None else None,
@@ -446,11 +440,20 @@ class Pipeline:
                 "prompt_tokens": usage.prompt_tokens if usage else None,
                 "completion_tokens": usage.completion_tokens if usage else None,
                 "estimated": usage.estimated if usage else None,
-                "cost_usd": usd(ctx.cost) if ctx.cost is not None else None,
+                "cost_usd": usd(ctx.total_cost) if ctx.cost is not None else None,
                 "error": error,
             }
             if not logs.access(log.name, fields):
                 log.info("request", extra={"fields": fields})
+
+
+def _count_usage(ctx: RequestContext, model: str, tier: str, usage: Usage, cost: Decimal) -> None:
+    """Tokens and cost metrics for one model's part of a request."""
+    metrics.TOKENS.labels(model, tier, "prompt").inc(usage.prompt_tokens)
+    metrics.TOKENS.labels(model, tier, "completion").inc(usage.completion_tokens)
+    if cost:
+        p = ctx.principal
+        metrics.COST.labels(p.team if p else "-", model, tier, ctx.route).inc(float(cost))
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

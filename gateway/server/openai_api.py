@@ -49,8 +49,7 @@ async def _serve(request: Request, endpoint: str, validate: Callable[[dict[str, 
         return error_response(GatewayError(f"The gateway failed to handle request {ctx.request_id}."),
                               ctx.routing_headers())
     if isinstance(result, UpstreamResponse):
-        if ctx.grounding_request is not None:
-            await pipeline.ground(ctx, result)
+        await pipeline.ground(ctx, result)
         cost = pipeline.meter_response(ctx, result)
         pipeline.finish(ctx, 200)
         return json_response(result.body, {**ctx.routing_headers(), "x-gateway-cost-usd": cost})

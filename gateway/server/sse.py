@@ -98,7 +98,7 @@ class SSEResponse(Response):
                                                       self.ctx.model, self.ctx.tier))
         if self.wants_usage and not usage_sent:
             # The client asked for usage and the upstream sent none: send our count, marked estimated.
-            await send(self._own_chunk(usage={**usage_dict(usage), "cost_usd": usd(self.ctx.cost or ZERO)}))
+            await send(self._own_chunk(usage={**usage_dict(usage), "cost_usd": usd(self.ctx.total_cost)}))
         report = await self.pipeline.ground_stream(self.ctx, "".join(content))
         if report is not None:
             # the check ran on the whole answer: its result is the last chunk, choices empty

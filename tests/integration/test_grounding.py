@@ -143,6 +143,11 @@ def test_a_model_verifier_judges_the_claims_in_one_call(gclient: OpenAI, ggw: Ga
     assert second["supported"] and "verifier: supported" in second["reasons"]
     # the judge's call is part of the request's cost (the echo model itself is free here)
     assert float(headers["x-gateway-cost-usd"]) > 0 and body["usage"]["cost_usd"] == headers["x-gateway-cost-usd"]
+    # and it is metered once, under the judge's own model, not again under the answering one
+    cost_lines = [line for line in httpx.get(ggw.url + "/metrics").text.splitlines()
+                  if line.startswith("gateway_cost_usd_total{") and 'route="verified"' in line]
+    assert [line for line in cost_lines if 'model="judge"' in line and float(line.split()[-1]) > 0]
+    assert not [line for line in cost_lines if 'model="echo"' in line]
     judge_calls = [r["body"] for r in fake_upstream.requests()
                    if str(r["body"].get("model", "")).startswith("fake-judge")]
     assert len(judge_calls) == 1  # every claim of the answer in one call
