@@ -185,13 +185,11 @@ class LeanClient:
                     await self._send(conn, ("AUTH", *self._auth))
                 if self._db:
                     await self._send(conn, ("SELECT", self._db))
-        except (OSError, TimeoutError, ResponseError) as exc:
+        except BaseException as exc:
             if conn.transport is not None:
                 conn.transport.abort()
-            raise RedisConnectionError(f"could not connect to Redis ({exc or type(exc).__name__})") from None
-        except BaseException:
-            if conn.transport is not None:
-                conn.transport.abort()
+            if isinstance(exc, (OSError, TimeoutError, ResponseError)):
+                raise RedisConnectionError(f"could not connect to Redis ({exc or type(exc).__name__})") from None
             raise
         else:
             self._conn = conn

@@ -20,7 +20,6 @@ NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", 
                 "billion": "1000000000", "half": "0.5"}  # not ordinals: "first, check..." states no number
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+(?:[.,:]\d+)*")
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\$?\d[\d,]*(?:\.\d+)?%?")
 _ALNUM = re.compile(r"[^\W_]")
 # A full stop after these is not the end of a sentence: "Rep. Smith", "George W. Bush", "Apr. 18".
 ABBREVIATIONS = """Mr Mrs Ms Dr Prof Rep Sen Gov Gen Col Lt Sgt Capt Cmdr St Jr Sr Mt Ft Ave Blvd Jan Feb Mar Apr
@@ -53,29 +52,24 @@ def sentences(text: str) -> list[str]:
     """The texts `split_claims` would give, without offsets: the cheap form for documents."""
     out: list[str] = []
     for part in _CLAIM_END.split(text):
-        body = part.strip()
-        if body[:1] in _MARKUP:
-            while True:
-                trimmed = body.lstrip().lstrip("*-•#>")
-                if trimmed == body:
-                    break
-                body = trimmed
+        body = _unmarked(part).rstrip()
         if len(body) >= 3 and _ALNUM.search(body):
             out.append(body)
     return out
 
 
-_MARKUP = frozenset("*-•#>")
+def _unmarked(text: str) -> str:
+    """`text` without its leading whitespace and list or quote markup, in any order."""
+    while True:
+        trimmed = text.lstrip().lstrip("*-•#>")
+        if trimmed == text:
+            return text
+        text = trimmed
 
 
 def _add(text: str, start: int, end: int, out: list[Span]) -> None:
     segment = text[start:end]
-    body = segment
-    while True:  # leading whitespace and list or quote markup, in any order
-        trimmed = body.lstrip().lstrip("*-•#>")
-        if trimmed == body:
-            break
-        body = trimmed
+    body = _unmarked(segment)
     start += len(segment) - len(body)
     body = body.rstrip()
     if len(body) >= 3 and _ALNUM.search(body):
@@ -213,8 +207,8 @@ _YES_VALUES = frozenset({"yes", "true", "free", "paid"})
 _ATTR_LINE = re.compile(r"^\s*[-*•]?\s*([A-Za-z][A-Za-z ()/'-]{1,40}):\s*(.+?)\s*$")
 _ATTR_PAIR = re.compile(r"([A-Za-z][A-Za-z ()/'-]{1,30}):\s*([A-Za-z0-9 .'/-]+?)\s*(?:,|$)")
 _CLAUSE_BREAK = frozenset({"but", "while", "although", "though", "however", "whereas", "yet"})
-_NEGATORS = frozenset({"no", "not", "never", "without", "neither", "nor", "none", "lacks", "lack", "isn't",
-                       "doesn't", "don't", "aren't", "won't", "cannot", "can't", "didn't", "wasn't"})
+_NEGATORS = frozenset({"no", "not", "never", "without", "neither", "nor", "none", "lacks", "lack", "cannot"})
+# (and any word ending in n't: "doesn't", "isn't", "won't")
 
 
 def attributes(text: str) -> list[tuple[frozenset[str], frozenset[str], bool]]:

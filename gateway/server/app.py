@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -121,10 +122,15 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error", exc_info=exc)
-        return error_response(GatewayError("The gateway failed to handle this request."))
+        return _internal_error(exc)
 
     return app
+
+
+def _internal_error(exc: Exception) -> Response:
+    """The last resort for an error no handler turned into an answer: logged, and OpenAI-shaped."""
+    log.error("unhandled error", exc_info=exc)
+    return error_response(GatewayError("The gateway failed to handle this request."))
 
 
 class FastPath:
@@ -147,9 +153,8 @@ class FastPath:
                 scope["app"] = self.app  # what request.app reads
                 try:
                     response = await handler(Request(scope, receive))
-                except Exception as exc:  # as the stack's last-resort handler would: logged, OpenAI-shaped
-                    log.error("unhandled error", exc_info=exc)
-                    response = error_response(GatewayError("The gateway failed to handle this request."))
+                except Exception as exc:  # as the stack's last-resort handler would
+                    response = _internal_error(exc)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -162,7 +167,6 @@ def create_app_from_env() -> FastPath:
     settings = Settings.from_env()
     logs.setup(settings.log_level)
     app = create_app(settings)
-    return FastPath(app, {"/v1/chat/completions": openai_api.chat_completions,
-                          "/v1/completions": openai_api.completions,
-                          "/v1/embeddings": openai_api.embeddings,
-                          "/v1/grounding/check": grounding_api.grounding_check})
+    # the POST routes of OpenAI's endpoints and the grounding check, as their routers declare them
+    return FastPath(app, {r.path: r.endpoint for router in (openai_api.router, grounding_api.router)
+                          for r in router.routes if isinstance(r, APIRoute) and "POST" in r.methods})

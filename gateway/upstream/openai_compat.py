@@ -54,8 +54,9 @@ class OpenAICompatAdapter:
         url, headers = self._build_target(d, endpoint)
         if len(self._targets) > 4096:
             self._targets.clear()
-        self._targets[key] = (d, yarl.URL(url, encoded=False), headers)
-        return self._targets[key][1], dict(headers)
+        parsed = yarl.URL(url, encoded=False)
+        self._targets[key] = (d, parsed, headers)
+        return parsed, dict(headers)
 
     def _build_target(self, d: Deployment, endpoint: str) -> tuple[str, dict[str, str]]:
         headers = {"content-type": "application/json", **d.headers}
