@@ -272,10 +272,9 @@ class FakeUpstream:
         if opts and opts.get("judge"):
             return _judge(body)
         if opts and opts.get("say_user"):
-            users = [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)
-                     and m.get("role") == "user" and isinstance(m.get("content"), str)]
-            if users:
-                return users[-1]
+            said = _last_user(body)
+            if said is not None:
+                return said
         words = words_for(seed, n_words)
         fmt = body.get("response_format") or {}
         if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
@@ -472,10 +471,15 @@ def main(host: str = "127.0.0.1", port: int = 9100) -> None:
                 shutdown_timeout=1)
 
 
+def _last_user(body: dict[str, Any]) -> str | None:
+    users = [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)
+             and m.get("role") == "user" and isinstance(m.get("content"), str)]
+    return users[-1] if users else None
+
+
 def _judge(body: dict[str, Any]) -> str:
     """A deterministic stand-in for a verifier model: verbatim support only."""
-    users = [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
-    prompt = users[-1] if users and isinstance(users[-1], str) else ""
+    prompt = _last_user(body) or ""
     documents = re.split(r"\n\n(?:QUESTION|CLAIMS):", prompt)[0]
 
     def plain(text: str) -> str:

@@ -94,6 +94,12 @@ class GroundingResult:
     support_score: float
     claims: list[ClaimResult]
 
+    @classmethod
+    def of(cls, claims: list[ClaimResult]) -> "GroundingResult":
+        """Grounded when every claim is supported; the score is the weakest judged (not neutral) claim's."""
+        judged = [c for c in claims if "neutral" not in c.reasons]
+        return cls(all(c.supported for c in claims), min((c.support_score for c in judged), default=1.0), claims)
+
     def to_dict(self) -> dict[str, Any]:
         return {"grounded": self.grounded, "support_score": round(self.support_score, 4),
                 "claims": [c.to_dict() for c in self.claims]}
@@ -174,9 +180,7 @@ class Checker:
             index.names |= {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'\-]*", question)}
             index.numbers |= T.numbers(question)
         claims = [self._claim(span, index, question_tokens, threshold) for span in spans]
-        judged = [c for c in claims if "neutral" not in c.reasons]
-        score = min((c.support_score for c in judged), default=1.0)
-        return GroundingResult(all(c.supported for c in claims), score, claims)
+        return GroundingResult.of(claims)
 
     def _index(self, documents: list[dict[str, Any]], vocab: set[str]) -> _Index:
         """Passages of the documents, keeping only the words the answer uses: nothing else is ever looked up."""

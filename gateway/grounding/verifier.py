@@ -63,7 +63,4 @@ def merge(result: GroundingResult, judged: list[int], answer: str, threshold: fl
         if isinstance(cites, list) and all(isinstance(c, str) for c in cites):
             claim.citations = cites
         claim.reasons.append("verifier: " + ("supported" if supported else "not supported"))
-    judged_claims = [c for c in result.claims if "neutral" not in c.reasons]
-    result.support_score = min((c.support_score for c in judged_claims), default=1.0)
-    result.grounded = all(c.supported for c in result.claims)
-    return result
+    return GroundingResult.of(result.claims)
