@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -98,7 +97,7 @@ async def show_policy(request: Request) -> Response:
         "models": sorted(policy.deployments),
         "routes": [{"name": r.name, "position": r.position} for r in policy.routes],
     }
-    return Response(orjson.dumps(info), media_type="application/json")
+    return json_response(info)
 
 
 @router.post("/policy/reload")
